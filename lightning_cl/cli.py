@@ -1,0 +1,71 @@
+"""``lightning-cl``: LightningCLI with the task loop always on.
+
+``lightning-cl fit -c configs/split_mnist/sequential.yaml`` trains every task in order; any
+option can be overridden, e.g. ``--model.lambda_l1 0.1``, ``--seed_everything 3``,
+``--trainer.accelerator gpu``, ``--trainer.default_root_dir DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lightning_cl.classifier import ContinualClassifier
+from lightning_cl.data.mnist_files import MNISTUnavailableError
+from lightning_cl.data.split_mnist import SplitMNIST
+from lightning_cl.task_loop import TaskLoop
+
+TRAINER_DEFAULTS = {
+    "accelerator": "cpu",  # the GPU is one flag away: --trainer.accelerator gpu
+    "devices": 1,
+    "max_epochs": -1,  # the task loop sets it: task_loop.epochs_per_task x number of tasks
+    "reload_dataloaders_every_n_epochs": 1,  # the loaders follow the current task
+    "num_sanity_val_steps": 0,
+    "log_every_n_steps": 50,
+    # Redrawing the bar every batch costs ~10% of a step of this small MLP.
+    "callbacks": [TQDMProgressBar(refresh_rate=50)],
+}
+
+
+class ContinualCLI(LightningCLI):
+    @staticmethod
+    def task_loop_key() -> str:
+        return "task_loop"
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(TaskLoop, self.task_loop_key())
+
+    def instantiate_classes(self) -> None:
+        # Our classes validate their settings in __init__ and name the setting in the message:
+        # show it like a parser error (no traceback), before anything is trained or written.
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            self._parser(self.subcommand).error(str(err))
+
+    def before_fit(self) -> None:
+        task_loop = self._get(self.config_init, self.task_loop_key())
+        config = self.config[self.subcommand]
+        task_loop.seed = config.get("seed_everything")
+        task_loop.run_config = json.loads(self._parser(self.subcommand).dump(config, format="json", skip_none=False))
+
+
+def main(args: list[str] | None = None) -> None:
+    try:
+        run_cli(args)
+    except MNISTUnavailableError as err:
+        sys.exit(f"error: {err}")
+
+
+def run_cli(args: list[str] | None = None) -> ContinualCLI:
+    return ContinualCLI(
+        ContinualClassifier,
+        SplitMNIST,
+        seed_everything_default=0,
+        trainer_defaults=TRAINER_DEFAULTS,
+        args=args,
+        auto_configure_optimizers=False,  # the optimiser is model.optimizer / model.lr
+    )
