@@ -69,9 +69,10 @@ class ContinualClassifier(LightningModule):
             self.network = MLP(norm=norm, dropout=dropout)
         except ValueError as err:
             raise ValueError(f"model.{err}") from None
-        # Epoch sums of (loss * n, correct, n), kept on the device: reading them each step
-        # would sync the host, and a torchmetrics update costs ~13% of a step here.
-        self.register_buffer("_train_sums", torch.zeros(3), persistent=False)
+        # Epoch sums of (loss * n, correct) kept on the device, the count on the host: reading
+        # them each step would sync the host, and a torchmetrics update costs ~13% of a step here.
+        self.register_buffer("_train_sums", torch.zeros(2), persistent=False)
+        self._train_count = 0
         self.automatic_optimization = False
 
     @override
@@ -87,6 +88,7 @@ class ContinualClassifier(LightningModule):
     @override
     def on_train_epoch_start(self) -> None:
         self._train_sums.zero_()
+        self._train_count = 0
 
     @override
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -98,7 +100,8 @@ class ContinualClassifier(LightningModule):
         self.manual_backward(loss)
         optimizer.step()
         n = len(y)
-        self._train_sums += torch.stack([loss.detach() * n, (logits.argmax(1) == y).sum(), torch.tensor(n)])
+        self._train_sums.add_(torch.stack([loss.detach() * n, (logits.argmax(1) == y).sum()]))
+        self._train_count += n
         if self.global_step % self.trainer.log_every_n_steps == 0:
             # Logged only when the logger will write it: self.log has a per-call cost.
             self.log("train/loss_step", loss, on_step=True, on_epoch=False)
@@ -106,8 +109,9 @@ class ContinualClassifier(LightningModule):
 
     def train_epoch_metrics(self) -> dict[str, float]:
         """Mean training loss and accuracy of the epoch so far (one host sync)."""
-        loss_sum, correct, n = self._train_sums.tolist()
-        return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1)}
+        loss_sum, correct = self._train_sums.tolist()
+        n = max(self._train_count, 1)
+        return {"loss": loss_sum / n, "acc": correct / n}
 
     @override
     def on_train_epoch_end(self) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import sys
 
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_cl.classifier import ContinualClassifier
@@ -25,9 +26,8 @@ TRAINER_DEFAULTS = {
     "reload_dataloaders_every_n_epochs": 1,  # the loaders follow the current task
     "num_sanity_val_steps": 0,
     "log_every_n_steps": 50,
-    # Redrawing the bar every batch costs ~10% of a step of this small MLP.
-    "callbacks": [TQDMProgressBar(refresh_rate=50)],
 }
+PROGRESS_BAR_REFRESH_RATE = 50  # redrawing every batch is a cost of every step of this small MLP
 
 
 class ContinualCLI(LightningCLI):
@@ -45,6 +45,14 @@ class ContinualCLI(LightningCLI):
             super().instantiate_classes()
         except ValueError as err:
             self._parser(self.subcommand).error(str(err))
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        config = self._get(self.config_init, "trainer", default={})
+        callbacks = config.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(cb, ProgressBar) for cb in callbacks):
+            callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE))
+        return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
     def before_fit(self) -> None:
         task_loop = self._get(self.config_init, self.task_loop_key())

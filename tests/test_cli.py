@@ -1,0 +1,68 @@
+"""The command line: bad settings fail before training, naming the setting; results land on disk."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lightning_cl.cli import run_cli
+from conftest import REPO
+
+BAD = [
+    (["--model.norm", "group"], "model.norm"),
+    (["--model.dropout", "1.0"], "model.dropout=1.0"),
+    (["--model.dropout", "-0.2"], "model.dropout=-0.2"),
+    (["--model.lambda_l1", "-0.5"], "model.lambda_l1=-0.5"),
+    (["--model.optimizer", "rmsprop"], "model.optimizer"),
+    (["--model.lr", "0"], "model.lr=0.0"),
+    (["--data.tasks", "[[1, 2], [3, 11]]"], "data.tasks[1] contains 11"),
+    (["--data.tasks", "[[1, 2], [2, 3]]"], "data.tasks: class 2 is in task 0 and task 1"),
+    (["--data.tasks", "[[1, 2], []]"], "data.tasks[1] is empty"),
+    (["--data.tasks", "[]"], "data.tasks is empty"),
+    (["--task_loop.epochs_per_task", "0"], "task_loop.epochs_per_task=0"),
+    (["--model.no_such_option", "1"], "no_such_option"),
+]
+
+
+@pytest.mark.parametrize("override, message", BAD, ids=[m for _, m in BAD])
+def test_bad_settings_fail_before_training_and_name_the_setting(override, message, tmp_path, capsys):
+    root = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "-c", str(REPO / "configs/split_mnist/sequential.yaml"),
+                 "--trainer.default_root_dir", str(root), *override])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not root.exists()  # nothing trained, nothing written
+
+
+def test_every_config_parses():
+    configs = sorted((REPO / "configs/split_mnist").glob("*.yaml"))
+    assert {c.stem for c in configs} >= {
+        "concurrent", "concurrent_bn", "concurrent_ln", "sequential", "sequential_bn", "sequential_ln", "sequential_dropout",
+    }
+    for config in configs:
+        out = subprocess.run([sys.executable, "-m", "lightning_cl", "fit", "-c", str(config), "--print_config"],
+                             capture_output=True, text=True, cwd=REPO)
+        assert out.returncode == 0, out.stderr
+        assert "task_loop:" in out.stdout and "accelerator: cpu" in out.stdout
+
+
+@pytest.mark.mnist
+def test_console_script_runs_a_shrunk_sequence_and_prints_where_results_are(mnist_dir, tmp_path):
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "lightning-cl"), "fit", "-c", "configs/split_mnist/sequential.yaml", "--data.data_dir", mnist_dir,
+         "--trainer.default_root_dir", str(tmp_path), "--trainer.limit_train_batches", "3",
+         "--task_loop.epochs_per_task", "1", "--seed_everything", "7", "--model.lambda_l1", "0.1"],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    (path,) = tmp_path.rglob("results.json")
+    assert f"results: {path}" in out.stdout
+    results = json.loads(path.read_text())
+    assert results["seed"] == 7 and results["config"]["model"]["lambda_l1"] == 0.1
+    assert results["config"]["data"]["tasks"] == results["tasks"] and len(results["seen_accuracy"]) == 5
+    # A second run never replaces the first one's results.
+    subprocess.run(out.args, capture_output=True, text=True, cwd=REPO, check=True)
+    assert len(list(tmp_path.rglob("results.json"))) == 2 and json.loads(path.read_text()) == results
