@@ -1,0 +1,193 @@
+"""Orthogonal Gradient Descent (Farajtabar, Azizan, Mott and Li 2020, "Orthogonal Gradient
+Descent for Continual Learning", AISTATS, arXiv:1910.07104).
+
+At the end of each task, gradients that describe what the model does on that task are stored
+as an orthonormal basis; during later tasks each update is projected onto the orthogonal
+complement of that basis, so that (to first order) it does not change the stored outputs.
+SPEC.md, "Orthogonal Gradient Descent", describes the notebook's variant.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule, Trainer
+from torch.func import functional_call, grad, jacrev, vmap
+from typing_extensions import override
+
+from lightning_cl.gradients import flatten_grads, orthonormal_extend, project_out, write_flat_grad
+from lightning_cl.task_callback import TaskCallback
+
+Variant = Literal["mean_loss", "gtl", "all", "ave"]
+VARIANTS = ("mean_loss", "gtl", "all", "ave")
+
+
+class OrthogonalGradientDescent(TaskCallback):
+    """Project every optimiser step of task 2 onwards off the gradients stored after earlier tasks.
+
+    The projection runs in ``on_before_optimizer_step``: once per optimiser step, on the final
+    gradient (after gradient accumulation and AMP unscaling). ``on_after_backward`` would see
+    each micro-batch's gradient, still multiplied by the AMP loss scale. The basis is one
+    ``(k, n)`` matrix on the training device, so a step costs two matrix-vector products.
+
+    Args:
+        variant: which gradients are stored after a task.
+
+            * ``"mean_loss"`` (the notebook): the gradient of the cross-entropy loss averaged
+              over the task's training batches, model in train mode; one vector per task.
+            * ``"gtl"``, ``"all"``, ``"ave"`` (the paper): per-example gradients of the
+              ground-truth logit, of every logit (``num_classes`` vectors per example), or of
+              the mean of the logits, for ``examples_per_task`` training examples. These use
+              eval mode (BatchNorm's running statistics, no Dropout), the only mode in which a
+              single example's gradient is defined for a BatchNorm network.
+        examples_per_task: examples per task for the paper's variants (ignored by
+            ``"mean_loss"``). The basis grows by up to this many vectors per task (times the
+            number of classes for ``"all"``), each as large as the model.
+        eps: a stored gradient whose norm after Gram-Schmidt is below this is skipped.
+        chunk_size: examples per vectorised per-example gradient computation (memory bound).
+
+    Raises:
+        ValueError: for an unknown ``variant``, or a non-positive ``examples_per_task``,
+            ``eps`` or ``chunk_size``.
+    """
+
+    def __init__(
+        self, variant: Variant = "mean_loss", examples_per_task: int = 200, eps: float = 1e-8, chunk_size: int = 50
+    ) -> None:
+        if variant not in VARIANTS:
+            raise ValueError(f"ogd.variant={variant!r} is not supported; use one of {', '.join(VARIANTS)}.")
+        if examples_per_task < 1:
+            raise ValueError(f"ogd.examples_per_task={examples_per_task} must be at least 1.")
+        if eps <= 0:
+            raise ValueError(f"ogd.eps={eps} must be > 0.")
+        if chunk_size < 1:
+            raise ValueError(f"ogd.chunk_size={chunk_size} must be at least 1.")
+        self.variant, self.examples_per_task, self.eps, self.chunk_size = variant, examples_per_task, eps, chunk_size
+        self.basis: torch.Tensor | None = None  # (k, n) orthonormal rows, on the training device
+        self.vectors_per_task: list[int] = []  # how many rows each task added
+        self._params: list[torch.nn.Parameter] = []
+        self._removed_sum: torch.Tensor | None = None  # sum over the epoch's steps of ||B g|| / ||g||, on device
+        self._steps = 0
+
+    @property
+    def basis_size(self) -> int:
+        return 0 if self.basis is None else len(self.basis)
+
+    # ----------------------------------------------------------------- Lightning hooks
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # After a checkpoint restore (load_state_dict gives a CPU tensor).
+        self._params = [p for p in pl_module.parameters() if p.requires_grad]
+        n = sum(p.numel() for p in self._params)
+        if self.basis is None:
+            self.basis = torch.empty(0, n, device=pl_module.device)
+        elif self.basis.shape[1] != n:
+            raise ValueError(f"The OGD basis in the checkpoint has {self.basis.shape[1]} entries per vector, the model {n}.")
+        self.basis = self.basis.to(pl_module.device)
+
+    @override
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._removed_sum = torch.zeros((), device=pl_module.device)
+        self._steps = 0
+
+    @override
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer) -> None:
+        if self.basis_size == 0:
+            return
+        g = flatten_grads(self._params)
+        projected, coeffs = project_out(g, self.basis)
+        write_flat_grad(self._params, projected)
+        # Kept on the device and logged at the epoch end: .item() here would sync every step.
+        self._removed_sum += torch.linalg.vector_norm(coeffs) / (torch.linalg.vector_norm(g) + 1e-12)
+        self._steps += 1
+
+    @override
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pl_module.log("ogd/basis_size", float(self.basis_size), on_epoch=True)
+        if self._steps:
+            pl_module.log("ogd/removed_frac", self._removed_sum / self._steps, on_epoch=True, sync_dist=True)
+
+    # ----------------------------------------------------------------- task hooks
+    @override
+    def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
+        if task + 1 == len(trainer.datamodule.tasks):
+            return  # no later task would be projected against it
+        if self.variant == "mean_loss":
+            vectors = self._mean_loss_gradient(trainer, pl_module)
+            # Every process averaged over its own shard: their mean is the mean over the task.
+            vectors = trainer.strategy.reduce(vectors, reduce_op="mean")
+        else:
+            vectors = self._per_example_gradients(trainer, pl_module)
+            if trainer.world_size > 1:  # each process used its own examples: keep all of them
+                vectors = trainer.strategy.all_gather(vectors).reshape(-1, vectors.shape[-1])
+        before = self.basis_size
+        self.basis = orthonormal_extend(self.basis, vectors.reshape(-1, self.basis.shape[1]), eps=self.eps)
+        self.vectors_per_task.append(self.basis_size - before)
+
+    def _mean_loss_gradient(self, trainer: Trainer, pl_module: LightningModule) -> torch.Tensor:
+        total = torch.zeros(self.basis.shape[1], device=pl_module.device)
+        batches = 0
+        was_training = pl_module.training
+        buffers = {name: b.clone() for name, b in pl_module.named_buffers()}
+        pl_module.train()
+        with torch.enable_grad():
+            for x, y in trainer.datamodule.train_dataloader():
+                logits, _ = pl_module(x)
+                grads = torch.autograd.grad(F.cross_entropy(logits, y), self._params, allow_unused=True)
+                total += torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                    for g, p in zip(grads, self._params)])
+                batches += 1
+        # Train mode updated BatchNorm's running statistics: measuring must not change the model.
+        with torch.no_grad():
+            for name, b in pl_module.named_buffers():
+                b.copy_(buffers[name])
+        pl_module.train(was_training)
+        return total / max(batches, 1)
+
+    def _per_example_gradients(self, trainer: Trainer, pl_module: LightningModule) -> torch.Tensor:
+        per_process = -(-self.examples_per_task // trainer.world_size)
+        xs, ys, count = [], [], 0
+        for x, y in trainer.datamodule.train_dataloader():  # a shuffled epoch: a random sample of the task
+            xs.append(x), ys.append(y)
+            count += len(y)
+            if count >= per_process:
+                break
+        x, y = torch.cat(xs)[:per_process], torch.cat(ys)[:per_process]
+
+        names = [name for name, p in pl_module.named_parameters() if p.requires_grad]
+        params = {name: p.detach() for name, p in pl_module.named_parameters() if p.requires_grad}
+        buffers = dict(pl_module.named_buffers())
+
+        def logits_of(p: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
+            out = functional_call(pl_module, (p, buffers), (xi.unsqueeze(0),))
+            return (out[0] if isinstance(out, tuple) else out)[0]
+
+        if self.variant == "gtl":
+            fn = grad(lambda p, xi, yi: logits_of(p, xi).gather(0, yi.unsqueeze(0)).squeeze(0))
+        elif self.variant == "ave":
+            fn = grad(lambda p, xi, yi: logits_of(p, xi).mean())
+        else:
+            fn = jacrev(lambda p, xi, yi: logits_of(p, xi))
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.enable_grad():
+            grads = vmap(fn, in_dims=(None, 0, 0), chunk_size=self.chunk_size)(params, x, y)
+        pl_module.train(was_training)
+        # (examples, [classes,] *shape) per parameter -> (examples * [classes], n), parameter order as in _params
+        lead = 2 if self.variant == "all" else 1
+        return torch.cat([grads[name].reshape(*grads[name].shape[:lead], -1) for name in names], dim=-1).reshape(
+            -1, self.basis.shape[1]
+        )
+
+    # ----------------------------------------------------------------- checkpoint
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        # On the CPU so that a checkpoint made on a GPU loads anywhere.
+        return {"basis": None if self.basis is None else self.basis.cpu(), "vectors_per_task": list(self.vectors_per_task)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.basis = state_dict["basis"]
+        self.vectors_per_task = list(state_dict["vectors_per_task"])

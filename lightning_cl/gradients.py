@@ -1,0 +1,91 @@
+"""Pure gradient maths for gradient-projection methods (OGD; Farajtabar et al. 2020,
+"Orthogonal Gradient Descent for Continual Learning", AISTATS, arXiv:1910.07104).
+
+A basis is a ``(k, n)`` tensor whose rows are orthonormal; ``n`` is the number of parameter
+entries. Nothing here knows about Lightning, so it is unit-tested on small tensors
+(tests/test_gradients.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+# Below this relative size a Gram-Schmidt residual of a float32 vector is rounding noise, not
+# a new direction: normalising it would add an arbitrary vector to the basis.
+FLOAT32_REL_TOL = 1e-5
+
+
+def flatten_grads(params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The gradients of ``params`` as one vector, in order (zeros for a parameter without one)."""
+    return torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), device=p.device, dtype=p.dtype)
+                      for p in params])
+
+
+def write_flat_grad(params: Sequence[torch.Tensor], flat: torch.Tensor) -> None:
+    """Copy a vector made by :func:`flatten_grads` back into the ``.grad`` of ``params``."""
+    pieces = torch.split(flat, [p.numel() for p in params])
+    # An unused parameter stays without a gradient, so the optimiser skips it.
+    pairs = [(p.grad, g.view_as(p.grad)) for p, g in zip(params, pieces) if p.grad is not None]
+    if pairs:
+        # One fused call instead of a copy_ per parameter: this runs on every training step.
+        torch._foreach_copy_([d for d, _ in pairs], [s for _, s in pairs])
+
+
+def project_out(g: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``g - B^T (B g)``: ``g`` without its component in the span of the rows of ``basis``.
+
+    Returns the projected vector and the coordinates ``B g`` (their norm is the norm removed,
+    as the rows are orthonormal). Two matrix-vector products; ``basis`` may have 0 rows.
+    """
+    coeffs = torch.mv(basis, g)
+    return torch.addmv(g, basis.T, coeffs, alpha=-1.0), coeffs
+
+
+def orthonormal_extend(
+    basis: torch.Tensor, vectors: torch.Tensor, eps: float = 1e-8, rel_tol: float = FLOAT32_REL_TOL
+) -> torch.Tensor:
+    """Append to ``basis`` the directions of ``vectors`` (rows) that it does not span yet.
+
+    Classical Gram-Schmidt applied twice ("twice is enough", Giraud et al. 2005): a single
+    pass loses orthogonality in float32 when a vector is nearly in the span already, which
+    per-example gradients of one task often are. The rows are first projected against the old
+    basis as one block (two matrix products), then orthonormalised one by one against the
+    new rows kept so far.
+
+    A vector is skipped when its residual norm is below ``eps`` (the notebook's test) or below
+    ``rel_tol`` times its own norm (numerically dependent).
+
+    Args:
+        basis: ``(k, n)`` orthonormal rows (``k`` may be 0).
+        vectors: ``(m, n)`` candidates, or one ``(n,)`` vector.
+        eps: absolute residual norm below which a vector is skipped.
+        rel_tol: relative residual norm below which a vector is skipped.
+
+    Returns:
+        The ``(k + m', n)`` basis, ``m' <= m``; the old rows are unchanged.
+    """
+    vectors = vectors.reshape(-1, basis.shape[1]).to(basis.dtype)
+    norms = vectors.norm(dim=1)
+    residual = vectors.clone()
+    for _ in range(2):
+        residual -= (residual @ basis.T) @ basis
+    out = torch.empty_like(residual)  # kept rows are written in place: no re-stacking per vector
+    kept = 0
+    for v, norm in zip(residual, norms.tolist()):
+        block = out[:kept]
+        for _ in range(2):
+            v = v - block.T @ (block @ v)
+        r = v.norm().item()
+        if r < eps or r < rel_tol * norm:
+            continue
+        out[kept] = v / r
+        kept += 1
+    return torch.cat([basis, out[:kept]]) if kept else basis
+
+
+def orthonormality_error(basis: torch.Tensor) -> float:
+    """``max |B B^T - I|``: 0 for an exactly orthonormal basis."""
+    gram = basis @ basis.T
+    return (gram - torch.eye(len(basis), dtype=basis.dtype, device=basis.device)).abs().max().item() if len(basis) else 0.0
