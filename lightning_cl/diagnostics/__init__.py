@@ -1,0 +1,11 @@
+"""Diagnostic callbacks: the pictures of SPEC.md "Diagnostics", each a callback switched on in
+config (``-c configs/diagnostics.yaml`` switches on all of them). Each logs to TensorBoard and
+saves a PNG beside ``results.json``."""
+
+from lightning_cl.diagnostics.accuracy_matrix import AccuracyMatrix
+from lightning_cl.diagnostics.forgetting_curve import ForgettingCurve
+from lightning_cl.diagnostics.latent_space import LatentSpace
+from lightning_cl.diagnostics.probability_profile import ProbabilityProfile
+from lightning_cl.diagnostics.weight_updates import WeightUpdates
+
+__all__ = ["AccuracyMatrix", "ForgettingCurve", "LatentSpace", "ProbabilityProfile", "WeightUpdates"]

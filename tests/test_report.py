@@ -1,0 +1,111 @@
+"""The report: SPEC.md's numbers as data, runs matched to experiments by config, every SPEC.md
+row present (with "not run" where no run), mean ± std over seeds, pictures copied beside it."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+
+from lightning_cl.report import experiment_of, main
+from lightning_cl.spec_targets import TARGETS, Experiment
+
+SPEC = Path("/work/shared/SPEC.md")
+
+
+def _config(tasks, norm="none", dropout=0.0, lambda_l1=0.0, callbacks=None, seed=0):
+    return {"seed_everything": seed, "trainer": {"callbacks": callbacks, "limit_train_batches": None},
+            "model": {"norm": norm, "dropout": dropout, "lambda_l1": lambda_l1, "optimizer": "adam", "lr": 1e-3},
+            "data": {"tasks": tasks, "batch_size": 64}, "task_loop": {"epochs_per_task": 5}}
+
+
+SEQ = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 0]]
+
+
+def _write_run(root: Path, name: str, config: dict, seen_accuracy, seen_loss=None, complete=True, png=True) -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    n = len(seen_accuracy)
+    results = {"complete": complete, "seed": config["seed_everything"], "tasks": config["data"]["tasks"],
+               "seen_accuracy": seen_accuracy, "seen_loss": seen_loss or [0.5] * n,
+               "sparsity": [{"h1": 0.5, "h2": 0.6, "overall": 0.55}] * n,
+               "accuracy_matrix": [[0.0] * len(config["data"]["tasks"])] * n,
+               "final_seen_accuracy": seen_accuracy[-1] if complete else None, "config": config}
+    (run / "results.json").write_text(json.dumps(results))
+    if png:
+        (run / "forgetting_curve.png").write_bytes(b"\x89PNG fake")
+    return run
+
+
+def test_spec_targets_hold_every_number_of_the_spec_results():
+    if not SPEC.exists():
+        pytest.skip("SPEC.md not available")
+    text = SPEC.read_text().split("## The notebook's results", 1)[1]
+    numbers = set(re.findall(r"\d+\.\d+", text))
+    known = " ".join(" ".join(t.values) + " " + t.row + " " + t.section for t in TARGETS)
+    missing = sorted(n for n in numbers if n not in known)
+    assert not missing, f"SPEC.md numbers not in spec_targets: {missing}"
+
+
+def test_experiment_of_reads_method_and_threshold_from_the_callbacks():
+    callbacks = [{"class_path": "lightning_cl.callbacks.ogd.OGD", "init_args": {}},
+                 {"class_path": "lightning_cl.callbacks.accuracy_stop.AccuracyThreshold",
+                  "init_args": {"threshold": 0.95}}]
+    exp = experiment_of(_config(SEQ, norm="batch", lambda_l1=5.0, callbacks=callbacks))
+    assert exp == Experiment("sequential", norm="batch", lambda_l1=5.0, method="ogd", threshold=0.95)
+    assert experiment_of(_config([list(range(10))])) == Experiment("concurrent")
+    assert experiment_of(None) is None
+
+
+def test_report_has_every_spec_row_side_by_side_with_ours(tmp_path):
+    a = [0.99, 0.50, 0.30, 0.25, 0.20]
+    b = [0.97, 0.48, 0.32, 0.26, 0.19]
+    _write_run(tmp_path / "logs", "seq0", _config(SEQ, seed=0), a)
+    _write_run(tmp_path / "logs", "seq1", _config(SEQ, seed=1), b)
+    _write_run(tmp_path / "logs", "seq2", _config(SEQ, seed=2), [0.1, 0.1], complete=False, png=False)
+    short = _config(SEQ, seed=3)
+    short["trainer"]["limit_train_batches"] = 30
+    _write_run(tmp_path / "logs", "short", short, [0.5] * 5, png=False)
+    bn = _write_run(tmp_path, "bn", _config([list(range(10))], norm="batch"), [0.978])
+    out = tmp_path / "out"
+    main([str(tmp_path / "logs"), str(bn), "-o", str(out)])
+    report = (out / "report.md").read_text()
+
+    for target in TARGETS:
+        assert target.section in report
+        row_lines = [line for line in report.splitlines() if line.startswith(f"| {target.row} | notebook |")]
+        assert row_lines, f"row {target.row!r} of {target.section!r} missing"
+        assert all(v in report for v in target.values)
+    # ours: mean ± std of the two complete seeds; the incomplete run is not counted
+    t1 = f"{statistics.fmean([a[0], b[0]]):.4f} ± {statistics.stdev([a[0], b[0]]):.4f}"
+    assert f"| plain | ours (n=2) | {t1} |" in report
+    assert "| BatchNorm | ours (n=1) | 0.9780 |" in report  # concurrent BatchNorm, one seed
+    assert "| threshold 0.98 | ours (n=0) | not run |" in report
+    assert "trainer.limit_train_batches=30" in report  # listed, but not compared
+    pictures = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert len(pictures) == 3 and all(f"]({p})" in report for p in pictures)
+
+
+def test_report_refuses_a_missing_directory(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "nope"), "-o", str(tmp_path / "out")])
+    assert "no such run directory" in capsys.readouterr().err
+
+
+def test_study_runs_every_experiment_and_seed_once_and_skips_finished_runs(tmp_path):
+    from lightning_cl.report import STUDY, run_study
+
+    root = tmp_path / "study"
+    _write_run(root / "sequential" / "seed1", "version_0", _config(SEQ, seed=1), [0.9] * 5, png=False)
+    _write_run(root / "sequential_bn" / "seed0", "version_0", _config(SEQ, seed=0), [0.9], complete=False)
+    calls = []
+    done = run_study(root, [0, 1], jobs=2, runner=lambda run_root, command, threads: calls.append(command) or 0)
+    assert len(done) == len(calls) == 2 * len(STUDY) - 1  # sequential seed 1 is finished; seed 0 of bn is redone
+    commands = [" ".join(c) for c in calls]
+    assert sum("split_mnist/sequential_bn.yaml" in c for c in commands) == 2
+    assert all("--seed_everything" in c and "--trainer.default_root_dir" in c for c in commands)
+    configs = {Path(c[c.index("-c") + 1]) for c in calls}
+    assert all(p.exists() for p in configs), "a study config file is missing"
