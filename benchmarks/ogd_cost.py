@@ -33,6 +33,8 @@ def make_step(model: ContinualClassifier, optimizer: torch.optim.Optimizer, ogd:
         logits, hidden = model(x)
         loss = model.loss(logits, hidden, y)
         optimizer.zero_grad()
+        if ogd is not None:  # Lightning's order: on_before_backward, backward, on_before_optimizer_step
+            ogd.on_before_backward(None, model, loss)
         loss.backward()
         if ogd is not None:
             ogd.on_before_optimizer_step(None, model, optimizer)

@@ -33,14 +33,31 @@ def write_flat_grad(params: Sequence[torch.Tensor], flat: torch.Tensor) -> None:
         torch._foreach_copy_([d for d, _ in pairs], [s for _, s in pairs])
 
 
-def project_out(g: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``g - B^T (B g)``: ``g`` without its component in the span of the rows of ``basis``.
+def flat_views(params: Sequence[torch.Tensor], flat: torch.Tensor) -> list[torch.Tensor]:
+    """Views of ``flat`` shaped like each of ``params``, in order (the layout of :func:`flatten_grads`).
 
-    Returns the projected vector and the coordinates ``B g`` (their norm is the norm removed,
-    as the rows are orthonormal). Two matrix-vector products; ``basis`` may have 0 rows.
+    Set as the parameters' ``.grad`` before backward, they make backward accumulate straight
+    into ``flat``, so that a projection needs neither :func:`flatten_grads` nor
+    :func:`write_flat_grad` (together ~80 us of a ~1.8 ms step of the SPEC.md MLP on 2 cores).
+    """
+    return [piece.view_as(p) for piece, p in zip(torch.split(flat, [p.numel() for p in params]), params)]
+
+
+def project_out_(g: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """In place, ``g <- g - B^T (B g)``: remove from ``g`` its component in the span of the rows of ``basis``.
+
+    Returns the coordinates ``B g`` (their norm is the norm removed, as the rows are
+    orthonormal). Two matrix-vector products; ``basis`` may have 0 rows.
     """
     coeffs = torch.mv(basis, g)
-    return torch.addmv(g, basis.T, coeffs, alpha=-1.0), coeffs
+    g.addmv_(basis.T, coeffs, alpha=-1.0)
+    return coeffs
+
+
+def project_out(g: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``g - B^T (B g)`` as a new vector, and the coordinates ``B g`` (see :func:`project_out_`)."""
+    projected = g.clone()
+    return projected, project_out_(projected, basis)
 
 
 def orthonormal_extend(

@@ -57,7 +57,8 @@ def test_threshold_and_lr_factor_are_validated():
 
 
 # ----------------------------------------------------------------- hooks on a small model
-def test_the_step_gradient_is_projected_off_the_basis(model_and_data):
+@pytest.mark.parametrize("in_place", [True, False], ids=["grads-in-flat-buffer", "grads-replaced"])
+def test_the_step_gradient_is_projected_off_the_basis(model_and_data, in_place):
     model, x, y = model_and_data
     ogd = OrthogonalGradientDescent()
     trainer = stub_trainer(x, y)
@@ -65,8 +66,13 @@ def test_the_step_gradient_is_projected_off_the_basis(model_and_data):
     ogd.on_task_end(trainer, model, task=0)  # one mean-loss gradient
     assert ogd.basis.shape == (1, N_PARAMS) and ogd.vectors_per_task == [1]
     ogd.on_train_epoch_start(trainer, model)
+    model.zero_grad()
     logits, hidden = model(x[:8])
-    model.loss(logits, hidden, y[:8]).backward()
+    loss = model.loss(logits, hidden, y[:8])
+    if in_place:  # as Lightning calls it: backward then fills OGD's flat buffer
+        ogd.on_before_backward(trainer, model, loss)
+    loss.backward()
+    assert all(p.grad is view for p, view in zip(ogd._params, ogd._grad_views)) == in_place
     g = flatten_grads(ogd._params)
     ogd.on_before_optimizer_step(trainer, model, optimizer=None)
     projected = flatten_grads(ogd._params)

@@ -17,7 +17,7 @@ from lightning.pytorch import LightningModule, Trainer
 from torch.func import functional_call, grad, jacrev, vmap
 from typing_extensions import override
 
-from lightning_cl.gradients import flatten_grads, orthonormal_extend, project_out, write_flat_grad
+from lightning_cl.gradients import flat_views, flatten_grads, orthonormal_extend, project_out_, write_flat_grad
 from lightning_cl.task_callback import TaskCallback
 
 Variant = Literal["mean_loss", "gtl", "all", "ave"]
@@ -68,6 +68,8 @@ class OrthogonalGradientDescent(TaskCallback):
         self.basis: torch.Tensor | None = None  # (k, n) orthonormal rows, on the training device
         self.vectors_per_task: list[int] = []  # how many rows each task added
         self._params: list[torch.nn.Parameter] = []
+        self._flat_grad: torch.Tensor | None = None  # the parameters' gradients as one vector (views of it)
+        self._grad_views: list[torch.Tensor] = []
         self._removed_sum: torch.Tensor | None = None  # sum over the epoch's steps of ||B g|| / ||g||, on device
         self._steps = 0
 
@@ -86,6 +88,8 @@ class OrthogonalGradientDescent(TaskCallback):
         elif self.basis.shape[1] != n:
             raise ValueError(f"The OGD basis in the checkpoint has {self.basis.shape[1]} entries per vector, the model {n}.")
         self.basis = self.basis.to(pl_module.device)
+        self._flat_grad = torch.zeros(n, device=pl_module.device, dtype=self.basis.dtype)
+        self._grad_views = flat_views(self._params, self._flat_grad)
 
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -93,14 +97,28 @@ class OrthogonalGradientDescent(TaskCallback):
         self._steps = 0
 
     @override
+    def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
+        if self.basis_size == 0:
+            return
+        # Backward then accumulates into one flat vector that is projected in place.
+        self._flat_grad.zero_()
+        for p, view in zip(self._params, self._grad_views):
+            if p.grad is not view:
+                p.grad = view
+
+    @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer) -> None:
         if self.basis_size == 0:
             return
-        g = flatten_grads(self._params)
-        projected, coeffs = project_out(g, self.basis)
-        write_flat_grad(self._params, projected)
+        in_place = all(p.grad is view for p, view in zip(self._params, self._grad_views))
+        # Something (a strategy, another callback) may have replaced a .grad: then copy out and back.
+        g = self._flat_grad if in_place else flatten_grads(self._params)
+        norm = torch.linalg.vector_norm(g)
+        coeffs = project_out_(g, self.basis)
+        if not in_place:
+            write_flat_grad(self._params, g)
         # Kept on the device and logged at the epoch end: .item() here would sync every step.
-        self._removed_sum += torch.linalg.vector_norm(coeffs) / (torch.linalg.vector_norm(g) + 1e-12)
+        self._removed_sum += torch.linalg.vector_norm(coeffs) / (norm + 1e-12)
         self._steps += 1
 
     @override
