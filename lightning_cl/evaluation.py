@@ -37,6 +37,18 @@ def class_mask(y: torch.Tensor, classes: list[int]) -> torch.Tensor:
 
 
 @torch.no_grad()
+def eval_forward(network: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """``network(x)`` in eval mode (BatchNorm's running statistics, no Dropout) without
+    gradients, leaving the network in the mode it was in: measuring must not change training."""
+    was_training = network.training
+    network.eval()
+    try:
+        return network(x)
+    finally:
+        network.train(was_training)
+
+
+@torch.no_grad()
 def evaluate_tasks(
     network: nn.Module, x: torch.Tensor, y: torch.Tensor, tasks: list[list[int]], seen: list[int]
 ) -> TaskEvaluation:
@@ -45,12 +57,7 @@ def evaluate_tasks(
     Every task is measured, future ones too (they fill the upper triangle of the accuracy
     matrix). The seen-class loss is plain cross-entropy, as the notebook's validation loss.
     """
-    was_training = network.training
-    network.eval()
-    try:
-        logits, hidden = network(x)
-    finally:
-        network.train(was_training)
+    logits, hidden = eval_forward(network, x)
     num_classes = logits.shape[1]
     task_accuracy = []
     for classes in tasks:

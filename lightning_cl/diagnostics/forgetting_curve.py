@@ -18,6 +18,7 @@ from typing_extensions import override
 
 from lightning_cl.diagnostics.diagnostic import Diagnostic, check_positive, due
 from lightning_cl.diagnostics.latent_space import class_balanced_subsample
+from lightning_cl.evaluation import eval_forward
 from lightning_cl.plots import forgetting_curve_figure
 from lightning_cl.results import write_json_atomic
 
@@ -91,12 +92,7 @@ class ForgettingCurve(Diagnostic):
         if self._subsample is None:
             self._build_subsample(trainer)
         x, y, group = self._subsample
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            logits, _ = pl_module.network(x)
-        finally:
-            pl_module.train(was_training)
+        logits, _ = eval_forward(pl_module.network, x)
         acc = per_group_accuracy(logits, y, group, len(trainer.datamodule.tasks))
         acc[task + 1 :] = float("nan")  # not trained yet
         self._pending.append((trainer.global_step, task, self._batch_in_task, acc))

@@ -16,6 +16,7 @@ from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
 from lightning_cl.diagnostics.diagnostic import Diagnostic, check_positive
+from lightning_cl.evaluation import eval_forward
 from lightning_cl.plots import latent_space_figure
 
 LAYERS = ("h1", "h2")
@@ -89,12 +90,7 @@ class LatentSpace(Diagnostic):
         datamodule = trainer.datamodule
         x, y = datamodule.test_tensors()
         idx = class_balanced_subsample(y, datamodule.seen_classes(task), self.per_class, self.seed)
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            _, hidden = pl_module.network(x[idx])
-        finally:
-            pl_module.train(was_training)
+        _, hidden = eval_forward(pl_module.network, x[idx])
         labels = y[idx].cpu().numpy()
         writer = self.tensorboard(trainer) if self.projector else None
         for layer in self.layers:

@@ -13,7 +13,7 @@ from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
 from lightning_cl.diagnostics.diagnostic import Diagnostic
-from lightning_cl.evaluation import class_mask
+from lightning_cl.evaluation import class_mask, eval_forward
 from lightning_cl.plots import probability_profile_figure
 
 
@@ -44,12 +44,7 @@ class ProbabilityProfile(Diagnostic):
         x, y = datamodule.test_tensors()
         seen = datamodule.seen_classes(task)
         mask = class_mask(y, seen)
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            logits, _ = pl_module.network(x[mask])
-        finally:
-            pl_module.train(was_training)
+        logits, _ = eval_forward(pl_module.network, x[mask])
         profile = probability_profile(logits, y[mask], seen).cpu().numpy()
         self.profiles[task + 1] = profile
         title = f"Mean softmax per true class after task {task + 1} {datamodule.tasks[task]}"
