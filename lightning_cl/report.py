@@ -18,16 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import shutil
-import os
 import statistics
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+
+from tqdm import tqdm
 
 from lightning_cl.results import RESULTS_FILE
 from lightning_cl.spec_targets import SECTIONS, TARGETS, Column, Experiment, Target
@@ -315,12 +317,18 @@ def run_study(root: str | Path, seeds: Sequence[int], jobs: int = 1, extra: Sequ
     commands = study_commands(root, seeds, extra)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     print(f"study: {len(commands)} run(s) to do under {root}, {jobs} at a time")
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        codes = list(pool.map(lambda c: runner(c[0], c[1], threads), commands))
-    for (run_root, _), code in zip(commands, codes):
-        if code != 0:
-            print(f"study: {run_root} failed (exit {code}); see {run_root / 'fit.log'}")
-    return [(run_root, code) for (run_root, _), code in zip(commands, codes)]
+    codes: dict[Path, int] = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(commands), desc="study", unit="run") as bar:
+        futures = {pool.submit(runner, run_root, command, threads): run_root for run_root, command in commands}
+        for future in as_completed(futures):
+            run_root = futures[future]
+            codes[run_root] = future.result()
+            bar.set_postfix_str(f"{run_root.parent.name}/{run_root.name}" + ("" if codes[run_root] == 0 else " FAILED"))
+            bar.update()
+    for run_root, _ in commands:
+        if codes[run_root] != 0:
+            print(f"study: {run_root} failed (exit {codes[run_root]}); see {run_root / 'fit.log'}")
+    return [(run_root, codes[run_root]) for run_root, _ in commands]
 
 
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, include_deviating: bool = False) -> Path:
