@@ -96,7 +96,7 @@ def test_report_refuses_a_missing_directory(tmp_path, capsys):
 
 
 def test_study_runs_every_experiment_and_seed_once_and_skips_finished_runs(tmp_path):
-    from lightning_cl.report import STUDY, run_study
+    from lightning_cl.study import STUDY, run_study
 
     root = tmp_path / "study"
     _write_run(root / "sequential" / "seed1", "version_0", _config(SEQ, seed=1), [0.9] * 5, png=False)
