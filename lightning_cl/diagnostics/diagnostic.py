@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
@@ -61,3 +62,12 @@ def due(batch_in_task: int, every_n_batches: int, dense_batches: int, sparse_eve
 def check_positive(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}={value!r} must be a positive integer.")
+
+
+def to_host(pending: list[tuple]) -> list[tuple]:
+    """``pending`` samples whose last field is a tensor on the training device, with that field
+    as a list on the host: one sync for all of them, not one ``.item()`` per sample."""
+    if not pending:
+        return []
+    values = torch.stack([sample[-1] for sample in pending]).cpu().tolist()
+    return [(*sample[:-1], value) for sample, value in zip(pending, values)]

@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.diagnostics.diagnostic import Diagnostic, check_positive, due
+from lightning_cl.diagnostics.diagnostic import Diagnostic, check_positive, due, to_host
 from lightning_cl.diagnostics.latent_space import class_balanced_subsample
 from lightning_cl.evaluation import eval_forward
 from lightning_cl.plots import forgetting_curve_figure
@@ -99,11 +99,7 @@ class ForgettingCurve(Diagnostic):
 
     def _flush(self, trainer: Trainer) -> None:
         """Move the pending samples to the host (one sync) and log them."""
-        if not self._pending:
-            return
-        values = torch.stack([p[3] for p in self._pending]).cpu().tolist()
-        new = [(s, t, b, v) for (s, t, b, _), v in zip(self._pending, values)]
-        self._pending = []
+        new, self._pending = to_host(self._pending), []
         self.records.extend(new)
         for step, _, _, accs in new:
             metrics = {f"forgetting/acc_task{j + 1}": a for j, a in enumerate(accs) if a == a}
@@ -157,8 +153,7 @@ class ForgettingCurve(Diagnostic):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        pending = torch.stack([p[3] for p in self._pending]).cpu().tolist() if self._pending else []
-        records = self.records + [(s, t, b, v) for (s, t, b, _), v in zip(self._pending, pending)]
+        records = self.records + to_host(self._pending)
         return {"batch_in_task": self._batch_in_task, "records": [list(r) for r in records]}
 
     @override

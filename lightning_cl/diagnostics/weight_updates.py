@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.diagnostics.diagnostic import Diagnostic, check_positive
+from lightning_cl.diagnostics.diagnostic import Diagnostic, check_positive, to_host
 from lightning_cl.plots import weight_updates_figure
 
 PARAMETER_SETS = ("weights", "all")
@@ -76,11 +76,7 @@ class WeightUpdates(Diagnostic):
             self._before = None
 
     def _flush(self, trainer: Trainer) -> None:
-        if not self._pending:
-            return
-        values = torch.stack([p[2] for p in self._pending]).cpu().tolist()
-        new = [(s, t, v) for (s, t, _), v in zip(self._pending, values)]
-        self._pending = []
+        new, self._pending = to_host(self._pending), []
         self.records.extend(new)
         for step, _, ratios in new:
             metrics = {f"weight_update/{n}": r for n, r in zip(self.names, ratios)}
@@ -109,8 +105,7 @@ class WeightUpdates(Diagnostic):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        pending = torch.stack([p[2] for p in self._pending]).cpu().tolist() if self._pending else []
-        records = self.records + [(s, t, v) for (s, t, _), v in zip(self._pending, pending)]
+        records = self.records + to_host(self._pending)
         return {"batches": self._batches, "records": [list(r) for r in records]}
 
     @override
