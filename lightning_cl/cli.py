@@ -11,7 +11,7 @@ import json
 import sys
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_cl.classifier import ContinualClassifier
@@ -52,6 +52,10 @@ class ContinualCLI(LightningCLI):
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
         if config.get("enable_progress_bar") is not False and not any(isinstance(cb, ProgressBar) for cb in callbacks):
             callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE))
+        if config.get("enable_checkpointing") is not False and not any(isinstance(cb, Checkpoint) for cb in callbacks):
+            # One checkpoints/last.ckpt, rewritten (atomically) at every epoch end, after the task
+            # loop has moved on at a task end: `--ckpt_path .../last.ckpt` resumes any interrupted run.
+            callbacks.append(ModelCheckpoint(filename="last", save_on_train_epoch_end=True, enable_version_counter=False))
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
     def before_fit(self) -> None:

@@ -25,7 +25,7 @@ def test_both_processes_hold_the_same_basis(variant, mnist_dir, tmp_path):
            "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.limit_train_batches", "4",
            "--trainer.enable_progress_bar", "false", "--task_loop.epochs_per_task", "1",
            "--trainer.default_root_dir", str(tmp_path / "runs"),
-           "--trainer.callbacks+=ddp_probe.SaveBasisPerRank"]
+           "--trainer.callbacks+=probes.SaveBasisPerRank"]
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"basis_rank{r}.pt") for r in (0, 1))
