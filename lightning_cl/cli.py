@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
+from pathlib import Path
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar, TQDMProgressBar
@@ -59,16 +61,31 @@ class ContinualCLI(LightningCLI):
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
     def before_fit(self) -> None:
+        self._check_log_dir_writable()
         task_loop = self._get(self.config_init, self.task_loop_key())
         config = self.config[self.subcommand]
         task_loop.seed = config.get("seed_everything")
         task_loop.run_config = json.loads(self._parser(self.subcommand).dump(config, format="json", skip_none=False))
 
 
+    def _check_log_dir_writable(self) -> None:
+        """Refuse a log directory that cannot be written before anything is trained."""
+        root = Path(self.trainer.default_root_dir)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=root).close()
+        except OSError as err:
+            self._parser(self.subcommand).error(
+                f"trainer.default_root_dir={str(root)!r} cannot be written ({err.strerror or err}); "
+                "choose a writable directory with --trainer.default_root_dir DIR."
+            )
+
+
 def main(args: list[str] | None = None) -> None:
     try:
         run_cli(args)
-    except MNISTUnavailableError as err:
+    except (MNISTUnavailableError, FloatingPointError) as err:
+        # Both are explained in their message; the results so far are in results.json.
         sys.exit(f"error: {err}")
 
 

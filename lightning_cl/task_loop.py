@@ -11,6 +11,7 @@ the test set (every task, and all classes seen so far), logs that, and writes ``
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ class TaskLoop(TaskCallback):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         datamodule = trainer.datamodule
         task = datamodule.current_task
+        self._check_finite_loss(trainer, pl_module, task)
         self._epochs_in_task += 1
         callbacks = self._task_callbacks(trainer)
         ask = [cb.task_should_end(trainer, pl_module, task) for cb in callbacks]  # ask all: each may log
@@ -113,6 +115,16 @@ class TaskLoop(TaskCallback):
         self._elapsed_before = state_dict["elapsed_s"]
 
     # ----------------------------------------------------------------- task end
+    def _check_finite_loss(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
+        """Stop a diverged run before its model is evaluated and recorded as a finished task."""
+        epoch_metrics = getattr(pl_module, "train_epoch_metrics", None)
+        loss = epoch_metrics()["loss"] if epoch_metrics is not None else 0.0
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"the training loss was {loss} in epoch {trainer.current_epoch} (task {task + 1}): training diverged. "
+                "Try a smaller model.lr (or model.lambda_l1). Results up to the last finished task are kept."
+            )
+
     def _task_callbacks(self, trainer: Trainer) -> list[TaskCallback]:
         return [cb for cb in trainer.callbacks if isinstance(cb, TaskCallback) and cb is not self]
 

@@ -70,3 +70,31 @@ def test_console_script_runs_a_shrunk_sequence_and_prints_where_results_are(mnis
     # A second run never replaces the first one's results.
     subprocess.run(out.args, capture_output=True, text=True, cwd=REPO, check=True)
     assert len(list(tmp_path.rglob("results.json"))) == 2 and json.loads(path.read_text()) == results
+
+
+def test_an_unwritable_log_directory_is_refused_before_training(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "-c", str(REPO / "configs/split_mnist/sequential.yaml"),
+                 "--trainer.default_root_dir", str(blocker / "runs")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "trainer.default_root_dir" in err and "cannot be written" in err
+
+
+@pytest.mark.mnist
+def test_a_diverging_run_stops_with_a_clear_message_and_keeps_its_results(mnist_dir, tmp_path, capsys):
+    from lightning_cl.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", str(REPO / "configs/split_mnist/sequential.yaml"), "--data.data_dir", mnist_dir,
+              "--trainer.default_root_dir", str(tmp_path), "--trainer.limit_train_batches", "20",
+              "--task_loop.epochs_per_task", "1", "--trainer.enable_progress_bar", "false",
+              "--model.optimizer", "sgd", "--model.lr", "1e6"])
+    message = str(exit_info.value.code)
+    assert message.startswith("error: the training loss was") and "training diverged" in message
+    (path,) = tmp_path.rglob("results.json")
+    results = json.loads(path.read_text())
+    assert results["complete"] is False and "FloatingPointError" in results["error"]
+    assert results["tasks_done"] == 0 and results["final_seen_accuracy"] is None
