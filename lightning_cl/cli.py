@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -62,6 +63,11 @@ class ContinualCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._check_log_dir_writable()
+        self._check_checkpoint_matches()
+        if self.config_init[self.subcommand].get("weights_only") is None:
+            # Our checkpoints hold tensors and plain data only: never unpickle code from one
+            # (torch.load's own default only since torch 2.6).
+            self.config_init[self.subcommand]["weights_only"] = True
         task_loop = self._get(self.config_init, self.task_loop_key())
         config = self.config[self.subcommand]
         task_loop.seed = config.get("seed_everything")
@@ -79,6 +85,36 @@ class ContinualCLI(LightningCLI):
                 f"trainer.default_root_dir={str(root)!r} cannot be written ({err.strerror or err}); "
                 "choose a writable directory with --trainer.default_root_dir DIR."
             )
+
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI replaces the model settings by the checkpoint's here: check first.
+        self._check_checkpoint_matches()
+        super()._parse_ckpt_path()
+
+    def _check_checkpoint_matches(self) -> None:
+        """Refuse, before training, a ``--ckpt_path`` that is missing, unsafe, or from another config."""
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand) if subcommand else None
+        ckpt_path = config.get("ckpt_path") if config is not None else None
+        if getattr(self, "_checkpoint_checked", False) or ckpt_path is None or ckpt_path in ("last", "best", "hpc", "registry"):
+            return
+        self._checkpoint_checked = True
+        error = self._parser(subcommand).error
+        try:
+            checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            error(f"ckpt_path={ckpt_path!r} does not exist.")
+        except Exception as err:  # an unpickling error names what the file wanted to run
+            error(f"ckpt_path={ckpt_path!r} cannot be loaded safely (weights_only): {type(err).__name__}: "
+                  f"{str(err).strip().splitlines()[0]}")
+        saved = {f"model.{k}": v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
+        saved["data.tasks"] = checkpoint.get(SplitMNIST.__qualname__, {}).get("tasks")
+        differences = [f"{key}: checkpoint {value!r}, config {config.get(key)!r}" for key, value in saved.items()
+                       if value is not None and config.get(key) is not None and config.get(key) != value]
+        if differences:
+            error(f"ckpt_path={ckpt_path!r} was made with another config ({'; '.join(differences)}). "
+                  "Resume with the run's own config: -c lightning_logs/version_N/config.yaml.")
 
 
 def main(args: list[str] | None = None) -> None:

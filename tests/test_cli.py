@@ -98,3 +98,50 @@ def test_a_diverging_run_stops_with_a_clear_message_and_keeps_its_results(mnist_
     results = json.loads(path.read_text())
     assert results["complete"] is False and "FloatingPointError" in results["error"]
     assert results["tasks_done"] == 0 and results["final_seen_accuracy"] is None
+
+
+class WritesAFileWhenUnpickled:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(mnist_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    run_cli(["fit", "-c", str(REPO / "configs/split_mnist/sequential.yaml"), "--data.data_dir", mnist_dir,
+             "--trainer.default_root_dir", str(root), "--trainer.limit_train_batches", "2",
+             "--task_loop.epochs_per_task", "1", "--trainer.enable_progress_bar", "false"])
+    (path,) = root.rglob("last.ckpt")
+    return path
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("override, message", [
+    (["--model.norm", "batch"], "model.norm: checkpoint 'none', config 'batch'"),
+    (["--data.tasks", "[[1, 2], [3, 4]]"], "data.tasks: checkpoint [[1, 2], [3, 4], [5, 6], [7, 8], [9, 0]]"),
+    (["--model.lr", "0.01"], "model.lr: checkpoint 0.001, config 0.01"),
+])
+def test_resuming_with_another_config_is_refused(checkpoint, mnist_dir, tmp_path, override, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "-c", str(REPO / "configs/split_mnist/sequential.yaml"), "--data.data_dir", mnist_dir,
+                 "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", str(checkpoint), *override])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "was made with another config" in err
+
+
+def test_a_checkpoint_that_runs_code_is_refused_without_running_it(tmp_path, capsys):
+    import torch
+
+    marker = tmp_path / "the_checkpoint_ran_code"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": WritesAFileWhenUnpickled(str(marker))}, evil)
+    for ckpt, message in ((evil, "cannot be loaded safely (weights_only)"), (tmp_path / "missing.ckpt", "does not exist")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(["fit", "-c", str(REPO / "configs/split_mnist/sequential.yaml"),
+                     "--trainer.default_root_dir", str(tmp_path / "runs"), "--ckpt_path", str(ckpt)])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not marker.exists()
