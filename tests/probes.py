@@ -36,3 +36,17 @@ class KillAt(Callback):
         if (os.environ.get("KILL_AT") and self._task == self.task
                 and trainer.current_epoch - self._task_start_epoch == self.epoch and batch_idx == self.batch):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class FailAt(Callback):
+    """Fails the run at the first batch of task ``task`` (from 0): with an exception raised in
+    this callback (``how="exception"``) or as if Ctrl-C were pressed (``how="sigint"``)."""
+
+    def __init__(self, task: int = 1, how: str = "exception"):
+        self.task, self.how = task, how
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.datamodule.current_task == self.task:
+            if self.how == "sigint":
+                os.kill(os.getpid(), signal.SIGINT)
+            raise RuntimeError(f"a callback failed in task {self.task + 1}")

