@@ -120,3 +120,10 @@ def test_a_corrupted_or_truncated_file_is_detected_by_checksum(tmp_path, mnist_d
     with open(target / "train-images-idx3-ubyte", "r+b") as f:
         f.truncate(1000)
     assert set(bad_files(target)) == {"t10k-labels-idx1-ubyte", "train-images-idx3-ubyte"}
+
+
+def test_a_data_dir_that_is_not_a_directory_is_named(tmp_path):
+    not_a_dir = tmp_path / "mnist.zip"
+    not_a_dir.write_text("")
+    with pytest.raises(MNISTUnavailableError, match=r"data.data_dir='.*mnist.zip' is not a readable and writable directory"):
+        ensure_mnist(not_a_dir)

@@ -74,6 +74,12 @@ def ensure_mnist(data_dir: str | os.PathLike, allow_download: bool = True) -> Pa
     Raises:
         MNISTUnavailableError: if no source gave files with the official checksums.
     """
+    data_path = Path(data_dir)
+    if data_path.exists() and not (data_path.is_dir() and os.access(data_path, os.R_OK | os.W_OK | os.X_OK)):
+        raise MNISTUnavailableError(
+            f"data.data_dir={str(data_dir)!r} is not a readable and writable directory; "
+            "point --data.data_dir at a directory that holds (or may receive) MNIST/raw."
+        )
     target = raw_dir(data_dir)
     problems = bad_files(target)
     if not problems:
