@@ -167,19 +167,6 @@ def write_idx(path: Path, tensor: torch.Tensor) -> None:
     os.replace(tmp, path)
 
 
-def read_idx(path: Path) -> torch.Tensor:
-    """Read an IDX uint8 file (images (N, 28, 28) or labels (N,))."""
-    with open(path, "rb") as f:
-        data = f.read()
-    magic, n = struct.unpack(">II", data[:8])
-    if magic == IDX_IMAGE_MAGIC:
-        rows, cols = struct.unpack(">II", data[8:16])
-        return torch.frombuffer(bytearray(data[16:]), dtype=torch.uint8).reshape(n, rows, cols)
-    if magic == IDX_LABEL_MAGIC:
-        return torch.frombuffer(bytearray(data[8:]), dtype=torch.uint8)
-    raise ValueError(f"{path} is not an IDX uint8 file (magic number {magic})")
-
-
 def main() -> None:
     import argparse
 
