@@ -17,10 +17,15 @@ import torch
 FLOAT32_REL_TOL = 1e-5
 
 
-def flatten_grads(params: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The gradients of ``params`` as one vector, in order (zeros for a parameter without one)."""
-    return torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), device=p.device, dtype=p.dtype)
-                      for p in params])
+def flatten_grads(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
+    """The gradients of ``params`` as one vector, in order (zeros for a parameter without one).
+
+    ``grads`` defaults to the parameters' ``.grad``; pass what ``torch.autograd.grad`` returned
+    (with ``allow_unused=True``) to flatten that instead.
+    """
+    grads = [p.grad for p in params] if grads is None else grads
+    return torch.cat([g.reshape(-1) if g is not None else torch.zeros(p.numel(), device=p.device, dtype=p.dtype)
+                      for p, g in zip(params, grads)])
 
 
 def write_flat_grad(params: Sequence[torch.Tensor], flat: torch.Tensor) -> None:

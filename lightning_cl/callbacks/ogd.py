@@ -154,8 +154,7 @@ class OrthogonalGradientDescent(TaskCallback):
             for x, y in trainer.datamodule.train_dataloader():
                 logits, _ = pl_module(x)
                 grads = torch.autograd.grad(F.cross_entropy(logits, y), self._params, allow_unused=True)
-                total += torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                                    for g, p in zip(grads, self._params)])
+                total += flatten_grads(self._params, grads)
                 batches += 1
         # Train mode updated BatchNorm's running statistics: measuring must not change the model.
         with torch.no_grad():
