@@ -65,7 +65,7 @@ def main() -> None:
         for _ in range(args.epochs):
             model.train()
             sums = torch.zeros(3)
-            for xb, yb in TensorBatchLoader(xt, yt, 64, shuffle=True, seed=args.seed * 1_000_003 + epoch):
+            for xb, yb in TensorBatchLoader(xt, yt, batch_size=64, shuffle=True, seed=args.seed * 1_000_003 + epoch):
                 logits, _ = model(xb)
                 loss = F.cross_entropy(logits, yb)
                 optimizer.zero_grad()

@@ -10,6 +10,11 @@ unscaling) on every step, so gradient methods such as OGD work unchanged, and Li
 refuses gradient accumulation and clipping flags with a clear error instead of silently
 mixing them with a projection. It also skips the automatic loop's closure machinery, which
 costs ~0.13 ms of a ~1.5 ms step of this small MLP on a 2-core CPU (benchmarks/overhead.py).
+
+Batches are ``(x, y, t)`` (``t``: each example's task). In task-IL the logits are masked to
+the example's task (``lightning_cl.data.scenario``), in training and in evaluation.
+Continual-learning methods (``lightning_cl.method.Method``) plug in by returning a new
+batch, loss terms and a weight of the current loss, which the training step combines.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from lightning.pytorch import LightningModule
 from torchmetrics.functional.classification import multiclass_accuracy
 from typing_extensions import override
 
+from lightning_cl.data.scenario import mask_logits
+from lightning_cl.evaluation import eval_forward
+from lightning_cl.method import methods_of
 from lightning_cl.models.mlp import MLP, Norm
 
 OPTIMIZERS = ("adam", "sgd")
@@ -42,6 +50,10 @@ class ContinualClassifier(LightningModule):
         optimizer: ``"adam"`` or ``"sgd"``.
         lr: learning rate.
         momentum: SGD momentum (ignored by Adam).
+        hidden: the widths of the hidden layers (SPEC.md's notebook MLP: ``[120, 84]``; the
+            published Split-MNIST protocol: ``[400, 400]``).
+        num_outputs: the size of the output layer; the CLI links it to the DataModule's
+            ``num_outputs`` (the scenario decides it), so it is not set by hand there.
 
     Raises:
         ValueError: for an unknown norm or optimiser, dropout outside [0, 1), a negative
@@ -56,6 +68,8 @@ class ContinualClassifier(LightningModule):
         optimizer: Literal["adam", "sgd"] = "adam",
         lr: float = 1e-3,
         momentum: float = 0.0,
+        hidden: list[int] = [120, 84],
+        num_outputs: int = 10,
     ) -> None:
         super().__init__()
         if lambda_l1 < 0:
@@ -66,18 +80,37 @@ class ContinualClassifier(LightningModule):
             raise ValueError(f"model.lr={lr} must be > 0.")
         self.save_hyperparameters()
         try:
-            self.network = MLP(norm=norm, dropout=dropout)
+            self.network = MLP(norm=norm, dropout=dropout, hidden=tuple(hidden), num_classes=num_outputs)
         except ValueError as err:
             raise ValueError(f"model.{err}") from None
         # Epoch sums of (loss * n, correct) kept on the device, the count on the host: reading
         # them each step would sync the host, and a torchmetrics update costs ~13% of a step here.
         self.register_buffer("_train_sums", torch.zeros(2), persistent=False)
         self._train_count = 0
+        # Task-IL: (tasks, outputs) bool, from the DataModule at setup; a buffer so that it follows the device.
+        self.register_buffer("unit_mask", None, persistent=False)
         self.automatic_optimization = False
+
+    @override
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        mask = datamodule.unit_mask() if hasattr(datamodule, "unit_mask") else None
+        self.unit_mask = mask
 
     @override
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         return self.network(x)
+
+    def scenario_forward(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """``(logits, hidden)`` of ``x``, logits masked to each example's task in task-IL."""
+        logits, hidden = self.network(x)
+        return mask_logits(logits, t, self.unit_mask), hidden
+
+    @torch.no_grad()
+    def eval_logits(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """:meth:`scenario_forward` in eval mode without gradients (every measurement uses it)."""
+        logits, hidden = eval_forward(self.network, x)
+        return mask_logits(logits, t, self.unit_mask), hidden
 
     def loss(self, logits: torch.Tensor, hidden: tuple[torch.Tensor, ...], y: torch.Tensor) -> torch.Tensor:
         loss = F.cross_entropy(logits, y)
@@ -86,16 +119,32 @@ class ContinualClassifier(LightningModule):
         return loss
 
     @override
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        # A method may train on another batch (e.g. with replayed examples); only in training.
+        if self._trainer is not None and self.trainer.training:
+            for method in methods_of(self.trainer):
+                batch = method.training_batch(self.trainer, self, batch)
+        return batch
+
+    @override
     def on_train_epoch_start(self) -> None:
         self._train_sums.zero_()
         self._train_count = 0
 
     @override
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        x, y, t = batch[:3]
         optimizer = self.optimizers()
-        logits, hidden = self(x)
+        logits, hidden = self.scenario_forward(x, t)
         loss = self.loss(logits, hidden, y)
+        terms: dict[str, torch.Tensor] = {}
+        methods = methods_of(self.trainer)
+        if methods:
+            weight = 1.0
+            for method in methods:
+                weight *= method.current_loss_weight(self.trainer, self)
+                terms |= method.loss_terms(self.trainer, self, batch, (logits, hidden))
+            loss = weight * loss + sum(terms.values())
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
@@ -105,6 +154,8 @@ class ContinualClassifier(LightningModule):
         if self.global_step % self.trainer.log_every_n_steps == 0:
             # Logged only when the logger will write it: self.log has a per-call cost.
             self.log("train/loss_step", loss, on_step=True, on_epoch=False)
+            for name, term in terms.items():
+                self.log(f"train/loss_{name}", term, on_step=True, on_epoch=False)
         return loss
 
     def train_epoch_metrics(self) -> dict[str, float]:
@@ -119,9 +170,9 @@ class ContinualClassifier(LightningModule):
         self.log_dict({"train/loss": metrics["loss"], "train/acc": metrics["acc"]}, on_epoch=True)
 
     @override
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
-        logits, hidden = self(x)
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        x, y, t = batch
+        logits, hidden = self.scenario_forward(x, t)
         self.log("val/loss", self.loss(logits, hidden, y), prog_bar=True, batch_size=len(y))
         acc = multiclass_accuracy(logits, y, num_classes=logits.shape[1], average="micro")
         self.log("val/acc", acc, prog_bar=True, batch_size=len(y))

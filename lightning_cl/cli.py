@@ -2,7 +2,11 @@
 
 ``lightning-cl fit -c configs/split_mnist/sequential.yaml`` trains every task in order; any
 option can be overridden, e.g. ``--model.lambda_l1 0.1``, ``--seed_everything 3``,
-``--trainer.accelerator gpu``, ``--trainer.default_root_dir DIR``.
+``--data.scenario task``, ``--trainer.accelerator gpu``, ``--trainer.default_root_dir DIR``.
+
+The DataModule is any :class:`~lightning_cl.data.TaskDataModule` (``data.class_path``), by
+default :class:`~lightning_cl.data.SplitMNIST`; ``model.num_outputs`` follows from the data's
+scenario and is not set by hand.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from jsonargparse import lazy_instance
 
 from lightning_cl.classifier import ContinualClassifier
 from lightning_cl.data.mnist_files import MNISTUnavailableError
 from lightning_cl.data.split_mnist import SplitMNIST
+from lightning_cl.data.task_data import TaskDataModule
 from lightning_cl.task_loop import TaskLoop
 
 TRAINER_DEFAULTS = {
@@ -40,6 +46,9 @@ class ContinualCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(TaskLoop, self.task_loop_key())
+        # Configs without data.class_path (the notebook's) mean Split-MNIST.
+        parser.set_defaults({"data": lazy_instance(SplitMNIST)})
+        parser.link_arguments("data.num_outputs", "model.num_outputs", apply_on="instantiate")
 
     def instantiate_classes(self) -> None:
         # Our classes validate their settings in __init__ and name the setting in the message:
@@ -64,6 +73,7 @@ class ContinualCLI(LightningCLI):
     def before_fit(self) -> None:
         self._check_log_dir_writable()
         self._check_checkpoint_matches()
+        self._check_checkpoint_data()
         if self.config_init[self.subcommand].get("weights_only") is None:
             # Our checkpoints hold tensors and plain data only: never unpickle code from one
             # (torch.load's own default only since torch 2.6).
@@ -108,13 +118,38 @@ class ContinualCLI(LightningCLI):
         except Exception as err:  # an unpickling error names what the file wanted to run
             error(f"ckpt_path={ckpt_path!r} cannot be loaded safely (weights_only): {type(err).__name__}: "
                   f"{str(err).strip().splitlines()[0]}")
-        saved = {f"model.{k}": v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
-        saved["data.tasks"] = checkpoint.get(SplitMNIST.__qualname__, {}).get("tasks")
+        self._checkpoint = checkpoint
+        saved = {f"model.{k}": v for k, v in checkpoint.get("hyper_parameters", {}).items()
+                 if not k.startswith("_") and k != "num_outputs"}  # num_outputs follows from the data
+        data_class = str(config.get("data.class_path", "")).rsplit(".", 1)[-1]
+        data_state = checkpoint.get(data_class)
+        if data_state is None:
+            made_with = [k for k, v in checkpoint.items() if isinstance(v, dict) and "current_task" in v]
+            error(f"ckpt_path={ckpt_path!r} was made with data {made_with or 'of another kind'}, not {data_class}. "
+                  "Resume with the run's own config: -c lightning_logs/version_N/config.yaml.")
+        saved["data.init_args.tasks"] = data_state.get("tasks") if config.get("data.init_args.tasks") else None
+        saved["data.init_args.scenario"] = data_state.get("scenario")
         differences = [f"{key}: checkpoint {value!r}, config {config.get(key)!r}" for key, value in saved.items()
                        if value is not None and config.get(key) is not None and config.get(key) != value]
         if differences:
+            differences = [d.replace("data.init_args.", "data.") for d in differences]
             error(f"ckpt_path={ckpt_path!r} was made with another config ({'; '.join(differences)}). "
                   "Resume with the run's own config: -c lightning_logs/version_N/config.yaml.")
+
+    def _check_checkpoint_data(self) -> None:
+        """With the DataModule built: its task sequence must be the checkpoint's (angles, permutations...)."""
+        checkpoint = getattr(self, "_checkpoint", None)
+        if checkpoint is None:
+            return
+        datamodule: TaskDataModule = self.datamodule
+        saved, mine = checkpoint.get(type(datamodule).__qualname__, {}), datamodule.state_dict()
+        differences = [f"{key}: checkpoint {saved[key]!r}, config {mine[key]!r}" for key in ("tasks", "task_names", "scenario")
+                       if key in saved and saved[key] != mine[key]]
+        if differences:
+            ckpt_path = self.config[self.subcommand].get("ckpt_path")
+            self._parser(self.subcommand).error(
+                f"ckpt_path={ckpt_path!r} was made with other tasks ({'; '.join(differences)}). "
+                "Resume with the run's own config: -c lightning_logs/version_N/config.yaml.")
 
 
 def main(args: list[str] | None = None) -> None:
@@ -125,12 +160,15 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(f"error: {err}")
 
 
-def run_cli(args: list[str] | None = None) -> ContinualCLI:
+def run_cli(args: list[str] | None = None, run: bool = True) -> ContinualCLI:
+    """The CLI on ``args``; ``run=False`` builds the trainer, model and data without a subcommand."""
     return ContinualCLI(
         ContinualClassifier,
-        SplitMNIST,
+        TaskDataModule,
+        subclass_mode_data=True,
         seed_everything_default=0,
         trainer_defaults=TRAINER_DEFAULTS,
         args=args,
+        run=run,
         auto_configure_optimizers=False,  # the optimiser is model.optimizer / model.lr
     )

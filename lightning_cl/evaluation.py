@@ -1,11 +1,15 @@
-"""Pure measurement functions: test accuracy per task, seen-class loss/accuracy, sparsity.
+"""Pure measurement functions: test accuracy per task, loss/accuracy on the tasks seen so far,
+sparsity.
 
 SPEC.md, "Loss and measurements": population sparsity is the fraction of activations that
-are exactly zero, over examples x neurons, on the test images of the classes seen so far.
+are exactly zero, over examples x neurons, on the test images of the tasks seen so far.
+Each task is tested on its own test set with the scenario's labels (``forward`` applies the
+task-IL mask), so the three scenarios share one evaluation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -13,10 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
+Forward = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
+
 
 @dataclass
 class TaskEvaluation:
-    """What is measured after a task. ``task_accuracy[j]`` is the test accuracy on task j's classes."""
+    """What is measured after a task. ``task_accuracy[j]`` is the test accuracy on task j."""
 
     task_accuracy: list[float]
     seen_accuracy: float
@@ -32,10 +38,6 @@ def population_sparsity(hidden: tuple[torch.Tensor, ...]) -> dict[str, float]:
     return result
 
 
-def class_mask(y: torch.Tensor, classes: list[int]) -> torch.Tensor:
-    return torch.isin(y, torch.tensor(classes, device=y.device))
-
-
 @torch.no_grad()
 def eval_forward(network: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """``network(x)`` in eval mode (BatchNorm's running statistics, no Dropout) without
@@ -48,25 +50,26 @@ def eval_forward(network: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tup
         network.train(was_training)
 
 
-@torch.no_grad()
-def evaluate_tasks(
-    network: nn.Module, x: torch.Tensor, y: torch.Tensor, tasks: list[list[int]], seen: list[int]
-) -> TaskEvaluation:
-    """Evaluate ``network`` (in eval mode) on the test set.
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return multiclass_accuracy(logits, y, logits.shape[1], average="micro").item()
 
+
+@torch.no_grad()
+def evaluate_tasks(forward: Forward, test_sets: Sequence[tuple[torch.Tensor, ...]], seen_tasks: int) -> TaskEvaluation:
+    """Evaluate on every task's test set ``(x, y, t)``; "seen" pools tasks ``0..seen_tasks-1``.
+
+    ``forward(x, t)`` returns ``(logits, hidden)`` in eval mode with the scenario's mask.
     Every task is measured, future ones too (they fill the upper triangle of the accuracy
-    matrix). The seen-class loss is plain cross-entropy, as the notebook's validation loss.
+    matrix and give FWT). The seen loss is plain cross-entropy, as the notebook's validation loss.
     """
-    logits, hidden = eval_forward(network, x)
-    num_classes = logits.shape[1]
-    task_accuracy = []
-    for classes in tasks:
-        mask = class_mask(y, classes)
-        task_accuracy.append(multiclass_accuracy(logits[mask], y[mask], num_classes, average="micro").item())
-    mask = class_mask(y, seen)
+    outputs = [forward(x, t) for x, _, t in test_sets]
+    task_accuracy = [accuracy(logits, y) for (logits, _), (_, y, _) in zip(outputs, test_sets)]
+    logits = torch.cat([o[0] for o in outputs[:seen_tasks]])
+    y = torch.cat([s[1] for s in test_sets[:seen_tasks]])
+    hidden = tuple(torch.cat(layer) for layer in zip(*(o[1] for o in outputs[:seen_tasks])))
     return TaskEvaluation(
         task_accuracy=task_accuracy,
-        seen_accuracy=multiclass_accuracy(logits[mask], y[mask], num_classes, average="micro").item(),
-        seen_loss=F.cross_entropy(logits[mask], y[mask]).item(),
-        sparsity=population_sparsity(tuple(h[mask] for h in hidden)),
+        seen_accuracy=accuracy(logits, y),
+        seen_loss=F.cross_entropy(logits, y).item(),
+        sparsity=population_sparsity(hidden),
     )

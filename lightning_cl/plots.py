@@ -32,27 +32,27 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
     return plt.imread(path)
 
 
-def _task_label(task: int, tasks: Sequence[Sequence[int]]) -> str:
-    return f"task {task + 1} {list(tasks[task])}"
+def _task_label(task: int, task_names: Sequence[str]) -> str:
+    return f"task {task + 1} {task_names[task]}"
 
 
 def forgetting_curve_figure(
     steps: np.ndarray, task_in_training: np.ndarray, batch_in_task: np.ndarray, accuracy: np.ndarray,
-    tasks: Sequence[Sequence[int]], zoom_batches: int = 50,
+    task_names: Sequence[str], zoom_batches: int = 50,
 ) -> Figure:
     """Top: test accuracy of each task over the whole run (x: global batch); bottom: the first
     ``zoom_batches`` batches of every task after the first, where the collapse happens.
 
     ``accuracy[i, j]``: accuracy on task j at record i (NaN where not measured).
     """
-    num_tasks = len(tasks)
+    num_tasks = len(task_names)
     later = list(range(1, num_tasks)) if num_tasks > 1 else [0]
     fig = plt.figure(figsize=(max(8, 3 * len(later)), 7), layout="constrained")
     grid = fig.add_gridspec(2, len(later))
     colors = plt.get_cmap("tab10")
     top = fig.add_subplot(grid[0, :])
     for j in range(num_tasks):
-        top.plot(steps, accuracy[:, j], color=colors(j), label=_task_label(j, tasks), lw=1.2)
+        top.plot(steps, accuracy[:, j], color=colors(j), label=_task_label(j, task_names), lw=1.2)
     for t in range(1, num_tasks):
         starts = steps[(task_in_training == t) & (batch_in_task == 0)]
         if len(starts):
@@ -65,7 +65,7 @@ def forgetting_curve_figure(
         keep = (task_in_training == t) & (batch_in_task <= zoom_batches)
         for j in range(t + 1):
             ax.plot(batch_in_task[keep], accuracy[keep, j], marker=".", ms=3, color=colors(j), lw=1)
-        ax.set(title=f"training {_task_label(t, tasks)}", xlabel="batches into task", ylim=(-0.02, 1.02))
+        ax.set(title=f"training {_task_label(t, task_names)}", xlabel="batches into task", ylim=(-0.02, 1.02))
         if k == 0:
             ax.set_ylabel("test accuracy")
     return fig
@@ -73,18 +73,18 @@ def forgetting_curve_figure(
 
 def weight_updates_figure(
     steps: np.ndarray, task_in_training: np.ndarray, updates: np.ndarray, names: Sequence[str],
-    tasks: Sequence[Sequence[int]],
+    task_names: Sequence[str],
 ) -> Figure:
     """Relative update ``||W_after - W_before|| / ||W_before||`` per layer and batch (log scale)."""
     fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.3 * len(names)), sharex=True, layout="constrained",
                              squeeze=False)
     colors = plt.get_cmap("tab10")
     for i, (ax, name) in enumerate(zip(axes[:, 0], names)):
-        for t in range(len(tasks)):
+        for t in range(len(task_names)):
             keep = task_in_training == t
             if keep.any():
                 ax.plot(steps[keep], updates[keep, i], color=colors(t), lw=0.8,
-                        label=_task_label(t, tasks) if i == 0 else None)
+                        label=_task_label(t, task_names) if i == 0 else None)
         ax.set_yscale("log")
         ax.set_ylabel("rel. update")
         ax.set_title(name, fontsize=9)
@@ -123,7 +123,7 @@ def latent_space_figure(points: np.ndarray, labels: np.ndarray, title: str) -> F
     return fig
 
 
-def accuracy_matrix_figure(matrix: np.ndarray, tasks: Sequence[Sequence[int]], title: str) -> Figure:
+def accuracy_matrix_figure(matrix: np.ndarray, task_names: Sequence[str], title: str) -> Figure:
     """Annotated heatmap: row i = after training task i, column j = test accuracy on task j."""
     n_rows, n_cols = matrix.shape
     fig, ax = plt.subplots(figsize=(1.1 * n_cols + 2.2, 0.8 * n_rows + 1.6), layout="constrained")
@@ -132,8 +132,26 @@ def accuracy_matrix_figure(matrix: np.ndarray, tasks: Sequence[Sequence[int]], t
         for j in range(n_cols):
             ax.text(j, i, f"{matrix[i, j]:.3f}", ha="center", va="center", fontsize=8,
                     color="black" if matrix[i, j] > 0.6 else "white")
-    ax.set_xticks(range(n_cols), [f"{j + 1} {list(tasks[j])}" for j in range(n_cols)], fontsize=8)
+    ax.set_xticks(range(n_cols), [f"{j + 1} {task_names[j]}" for j in range(n_cols)], fontsize=8)
     ax.set_yticks(range(n_rows), [f"after {i + 1}" for i in range(n_rows)], fontsize=8)
     ax.set(xlabel="test accuracy on task", ylabel="after training task", title=title)
     fig.colorbar(image, ax=ax, label="accuracy")
+    return fig
+
+
+def acc_curve_figure(curves: Sequence[tuple[str, np.ndarray]], title: str) -> Figure:
+    """ACC on the tasks seen so far against the number of tasks trained: one line per label, the
+    mean over its runs (rows of the array), with a band of ± one standard deviation."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
+    colors = plt.get_cmap("tab20")
+    for k, (label, runs) in enumerate(curves):
+        x = np.arange(1, runs.shape[1] + 1)
+        mean = runs.mean(0)
+        ax.plot(x, mean, marker="o", ms=3, lw=1.4, color=colors(k % 20), label=f"{label} (n={len(runs)})")
+        if len(runs) > 1:
+            std = runs.std(0, ddof=1)
+            ax.fill_between(x, mean - std, mean + std, color=colors(k % 20), alpha=0.2, lw=0)
+    ax.set(xlabel="tasks trained", ylabel="ACC on the tasks seen so far", ylim=(-0.02, 1.02), title=title)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     return fig

@@ -1,14 +1,104 @@
-"""``results.json``: the per-run record that users compare across runs (format in README.md)."""
+"""``results.json``: the per-run record that users compare across runs (format in README.md).
+
+:class:`RunResults` is the record: the task loop fills it and writes it, the accuracy-matrix
+picture and the report take it as it is. Reading a file back (the report over old runs) goes
+through :meth:`RunResults.read`, which names the file and what is wrong with it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
+
+from lightning_cl.metrics import cl_metrics
 
 RESULTS_FILE = "results.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added benchmark, scenario, method, task_names, random_init_accuracy and the CL metrics
+
+# Present since format 1: a file without one of them is not a results.json we can read.
+REQUIRED_KEYS = ("complete", "tasks", "accuracy_matrix", "seen_accuracy")
+
+
+class ResultsError(ValueError):
+    """A ``results.json`` that cannot be read; the message names the file and the problem."""
+
+
+@dataclass
+class RunResults:
+    """One run's measurements. Lists have one entry per task trained so far (``tasks_done``)."""
+
+    complete: bool
+    tasks: list[list[int]]
+    accuracy_matrix: list[list[float]]
+    seen_accuracy: list[float]
+    seen_loss: list[float] = field(default_factory=list)
+    sparsity: list[dict[str, float]] = field(default_factory=list)
+    error: str | None = None
+    benchmark: str = "split_mnist"
+    scenario: str = "class"
+    method: str = "none"
+    task_names: list[str] = field(default_factory=list)
+    random_init_accuracy: list[float] | None = None
+    epochs_per_task: list[int] = field(default_factory=list)
+    steps_per_task: list[int] = field(default_factory=list)
+    global_step: int = 0
+    seed: int | None = None
+    wall_time_s: float | None = None
+    config: dict[str, Any] | None = None
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def tasks_done(self) -> int:
+        return len(self.accuracy_matrix)
+
+    @property
+    def final_seen_accuracy(self) -> float | None:
+        return self.seen_accuracy[-1] if self.complete and self.seen_accuracy else None
+
+    def metrics(self) -> dict[str, float | None]:
+        """ACC, BWT, FWT, forgetting and learning accuracy over the tasks trained so far."""
+        return cl_metrics(self.accuracy_matrix, self.random_init_accuracy)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data = {"format_version": data.pop("format_version"), **data}
+        data["tasks_done"] = self.tasks_done
+        data["final_seen_accuracy"] = self.final_seen_accuracy
+        data.update(self.metrics())
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "results") -> RunResults:
+        """The record of a parsed ``results.json`` (format 1 or 2); derived keys are recomputed."""
+        if not isinstance(data, dict):
+            raise ResultsError(f"{source}: not a JSON object")
+        missing = [k for k in REQUIRED_KEYS if k not in data]
+        if missing:
+            raise ResultsError(f"{source}: missing key(s) {', '.join(missing)}")
+        known = {f.name for f in fields(cls)}
+        record = cls(**{k: v for k, v in data.items() if k in known})
+        if not record.task_names:
+            record.task_names = [str(t) for t in record.tasks]
+        return record
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> RunResults:
+        """Read ``path``; raise :class:`ResultsError` naming it if it is unreadable or incomplete."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ResultsError(f"{path}: cannot be read ({err})") from None
+        try:
+            return cls.from_dict(data, str(path))
+        except TypeError as err:
+            raise ResultsError(f"{path}: {err}") from None
+
+    def write(self, path: str | os.PathLike) -> None:
+        write_json_atomic(path, self.to_dict())
 
 
 def write_json_atomic(path: str | os.PathLike, data: dict) -> None:

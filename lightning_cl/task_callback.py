@@ -22,3 +22,10 @@ class TaskCallback(Callback):
     def task_should_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> bool:
         """Asked at the end of every epoch: return True to end ``task`` now (e.g. accuracy reached)."""
         return False
+
+
+def setting(callback: type | object, arg: str) -> str:
+    """How a user names a callback's argument in a message: where it is set in a config,
+    e.g. ``trainer.callbacks: OrthogonalGradientDescent init_args.variant``."""
+    cls = callback if isinstance(callback, type) else type(callback)
+    return f"trainer.callbacks: {cls.__name__} init_args.{arg}"

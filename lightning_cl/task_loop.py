@@ -1,72 +1,99 @@
-"""The task loop: train the tasks of the DataModule one after the other inside one ``fit``.
+"""The task loop: train the tasks of a task DataModule one after the other inside one ``fit``.
 
 One ``Trainer.fit`` covers the whole sequence, so TensorBoard has one continuous step axis,
 one optimiser state carries over between tasks (as in the notebook), and a checkpoint saved
 at any epoch end carries the task position (this callback's state and the DataModule's).
 
-At the end of each task it calls ``on_task_end`` of every :class:`TaskCallback`, evaluates on
-the test set (every task, and all classes seen so far), logs that, and writes ``results.json``
-(atomically) into the run's log directory.
+A task lasts ``epochs_per_task`` epochs, or ``steps_per_task`` optimiser steps (then the
+task is one epoch of that many batches). At its end the loop calls ``on_task_end`` of every
+:class:`TaskCallback`, hands the model to the :class:`~lightning_cl.recorder.RunRecorder`
+(evaluation, logging, ``results.json``), and moves the DataModule to the next task.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from lightning_cl.evaluation import TaskEvaluation, evaluate_tasks
-from lightning_cl.results import FORMAT_VERSION, RESULTS_FILE, write_json_atomic
+from lightning_cl.data.task_data import TaskDataModule
+from lightning_cl.recorder import RunRecorder
 from lightning_cl.task_callback import TaskCallback
+
+DEFAULT_EPOCHS_PER_TASK = 5
 
 
 class TaskLoop(TaskCallback):
-    """Drives the task sequence of a task DataModule (``tasks``, ``current_task``, ``test_tensors``).
+    """Drives the task sequence of a :class:`~lightning_cl.data.task_data.TaskDataModule`.
 
     Args:
         epochs_per_task: the number of epochs of each task, or the most of them when a
-            :class:`TaskCallback` can end a task early (accuracy-threshold stopping). This
-            replaces ``trainer.max_epochs``, which is set from it.
+            :class:`TaskCallback` can end a task early (accuracy-threshold stopping).
+            Default 5 when ``steps_per_task`` is not set either.
+        steps_per_task: train each task for this many optimiser steps instead (the
+            published Split-MNIST protocol: 2000), over as many passes as that takes.
+
+    The trainer's ``max_epochs`` is set from these.
 
     Raises:
-        ValueError: if ``epochs_per_task`` < 1, or the DataModule has no task sequence.
+        ValueError: if both are set or one is < 1 (at construction); at setup, if the
+            DataModule is not a task DataModule, the module lacks ``network``/``eval_logits``,
+            or the trainer does not reload the loaders every epoch.
     """
 
-    def __init__(self, epochs_per_task: int = 5) -> None:
-        if epochs_per_task < 1:
-            raise ValueError(f"task_loop.epochs_per_task={epochs_per_task} must be at least 1.")
-        self.epochs_per_task = epochs_per_task
-        self.run_config: dict[str, Any] | None = None  # the resolved CLI config, set by the CLI
-        self.seed: int | None = None
+    def __init__(self, epochs_per_task: int | None = None, steps_per_task: int | None = None) -> None:
+        if epochs_per_task is not None and steps_per_task is not None:
+            raise ValueError(
+                f"task_loop.epochs_per_task={epochs_per_task} and task_loop.steps_per_task={steps_per_task} are both "
+                "set; a task's length is one of them: set the other to null."
+            )
+        for name, value in (("epochs_per_task", epochs_per_task), ("steps_per_task", steps_per_task)):
+            if value is not None and value < 1:
+                raise ValueError(f"task_loop.{name}={value} must be at least 1.")
+        self.steps_per_task = steps_per_task
+        self.epochs_per_task = epochs_per_task if steps_per_task is None else 1
+        if self.epochs_per_task is None:
+            self.epochs_per_task = DEFAULT_EPOCHS_PER_TASK
+        self.recorder = RunRecorder()
         self._epochs_in_task = 0
-        self._epochs_used: list[int] = []
-        self._evaluations: list[TaskEvaluation] = []
-        self._elapsed_before = 0.0  # seconds spent before a resume
-        self._fit_start = time.perf_counter()
-        self.results_path: Path | None = None
+        self._task_start_step = 0
+
+    # The CLI records the resolved config and the seed in results.json through these.
+    @property
+    def run_config(self) -> dict[str, Any] | None:
+        return self.recorder.run_config
+
+    @run_config.setter
+    def run_config(self, value: dict[str, Any] | None) -> None:
+        self.recorder.run_config = value
+
+    @property
+    def seed(self) -> int | None:
+        return self.recorder.seed
+
+    @seed.setter
+    def seed(self, value: int | None) -> None:
+        self.recorder.seed = value
 
     # ----------------------------------------------------------------- Lightning hooks
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        datamodule = trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "tasks"):
-            raise ValueError("TaskLoop needs a DataModule with a task sequence (e.g. lightning_cl.data.SplitMNIST).")
-        trainer.fit_loop.max_epochs = self.epochs_per_task * len(datamodule.tasks)
-        if trainer.log_dir is not None:
-            self.results_path = Path(trainer.log_dir) / RESULTS_FILE
+        check_task_interfaces(trainer, pl_module)
+        datamodule: TaskDataModule = trainer.datamodule
+        datamodule.train_batches = self.steps_per_task
+        trainer.fit_loop.max_epochs = self.epochs_per_task * datamodule.num_tasks
+        self.recorder.setup(trainer)
 
     @override
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._fit_start = time.perf_counter()
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.recorder.start(trainer, pl_module)
 
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._epochs_in_task == 0:
+            self._task_start_step = trainer.global_step
             for callback in self._task_callbacks(trainer):
                 callback.on_task_start(trainer, pl_module, trainer.datamodule.current_task)
 
@@ -82,39 +109,38 @@ class TaskLoop(TaskCallback):
             return
         for callback in callbacks:
             callback.on_task_end(trainer, pl_module, task)
-        self._finish_task(trainer, pl_module, task)
-        if task + 1 < len(datamodule.tasks):
+        self.recorder.task_finished(trainer, pl_module, task, self._epochs_in_task,
+                                    trainer.global_step - self._task_start_step)
+        self._epochs_in_task = 0
+        if task + 1 < datamodule.num_tasks:
             datamodule.current_task = task + 1  # the trainer reloads the loaders next epoch
         else:
             trainer.should_stop = True
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.results_path is not None and trainer.is_global_zero:
-            print(f"results: {self.results_path}")
+        if self.recorder.results_path is not None and trainer.is_global_zero:
+            print(f"results: {self.recorder.results_path}")
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         # Keep what was measured, marked incomplete, whatever stopped the run.
-        self._write_results(trainer, complete=False, error=f"{type(exception).__name__}: {exception}")
+        if isinstance(trainer.datamodule, TaskDataModule):  # else the setup check itself failed
+            error = f"{type(exception).__name__}: {exception}"
+            self.recorder.write(self.recorder.record(trainer, complete=False, error=error), trainer)
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "epochs_in_task": self._epochs_in_task,
-            "epochs_used": list(self._epochs_used),
-            "evaluations": [vars(e) for e in self._evaluations],
-            "elapsed_s": self._elapsed(),
-        }
+        return {"epochs_in_task": self._epochs_in_task, "task_start_step": self._task_start_step,
+                **self.recorder.state_dict()}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._epochs_in_task = state_dict["epochs_in_task"]
-        self._epochs_used = list(state_dict["epochs_used"])
-        self._evaluations = [TaskEvaluation(**e) for e in state_dict["evaluations"]]
-        self._elapsed_before = state_dict["elapsed_s"]
+        self._task_start_step = state_dict.get("task_start_step", 0)
+        self.recorder.load_state_dict(state_dict)
 
-    # ----------------------------------------------------------------- task end
+    # ----------------------------------------------------------------- helpers
     def _check_finite_loss(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
         """Stop a diverged run before its model is evaluated and recorded as a finished task."""
         epoch_metrics = getattr(pl_module, "train_epoch_metrics", None)
@@ -128,52 +154,28 @@ class TaskLoop(TaskCallback):
     def _task_callbacks(self, trainer: Trainer) -> list[TaskCallback]:
         return [cb for cb in trainer.callbacks if isinstance(cb, TaskCallback) and cb is not self]
 
-    def _finish_task(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
-        datamodule = trainer.datamodule
-        x, y = datamodule.test_tensors()
-        evaluation = evaluate_tasks(pl_module.network, x, y, datamodule.tasks, datamodule.seen_classes(task))
-        self._evaluations.append(evaluation)
-        self._epochs_used.append(self._epochs_in_task)
-        self._epochs_in_task = 0
 
-        metrics = {f"test/acc_task{j + 1}": acc for j, acc in enumerate(evaluation.task_accuracy)}
-        metrics |= {"test/acc_seen": evaluation.seen_accuracy, "test/loss_seen": evaluation.seen_loss}
-        metrics |= {f"sparsity/{k}": v for k, v in evaluation.sparsity.items()}
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
-        rank_zero_info(
-            f"task {task + 1}/{len(datamodule.tasks)} {datamodule.tasks[task]} ({self._epochs_used[-1]} epochs): "
-            f"seen-class test acc {evaluation.seen_accuracy:.4f}, loss {evaluation.seen_loss:.3f}, "
-            f"sparsity {evaluation.sparsity['overall']:.3f}"
+def task_loop_of(trainer: Trainer) -> TaskLoop | None:
+    """The trainer's task loop (None without one)."""
+    return next((cb for cb in trainer.callbacks if isinstance(cb, TaskLoop)), None)
+
+
+def check_task_interfaces(trainer: Trainer, pl_module: LightningModule) -> None:
+    """What the task loop, the methods and the diagnostics rely on, checked once at setup."""
+    datamodule = trainer.datamodule
+    if not isinstance(datamodule, TaskDataModule):
+        raise ValueError(
+            f"TaskLoop needs a lightning_cl.data.TaskDataModule (e.g. SplitMNIST, PermutedMNIST, RotatedMNIST); "
+            f"got {type(datamodule).__name__}. A new benchmark subclasses TaskDataModule."
         )
-        self._write_results(trainer, complete=task + 1 == len(datamodule.tasks))
-
-    def _elapsed(self) -> float:
-        return self._elapsed_before + time.perf_counter() - self._fit_start
-
-    def results(self, trainer: Trainer, complete: bool, error: str | None = None) -> dict[str, Any]:
-        """The ``results.json`` record (format documented in README.md)."""
-        evaluations = self._evaluations
-        seen = [e.seen_accuracy for e in evaluations]
-        return {
-            "format_version": FORMAT_VERSION,
-            "complete": complete,
-            "error": error,
-            "tasks": trainer.datamodule.tasks,
-            "tasks_done": len(evaluations),
-            "accuracy_matrix": [e.task_accuracy for e in evaluations],
-            "seen_accuracy": seen,
-            "seen_loss": [e.seen_loss for e in evaluations],
-            "sparsity": [e.sparsity for e in evaluations],
-            "final_seen_accuracy": seen[-1] if complete else None,
-            "epochs_per_task": list(self._epochs_used),
-            "global_step": trainer.global_step,
-            "seed": self.seed,
-            "wall_time_s": round(self._elapsed(), 3),
-            "config": self.run_config,
-        }
-
-    def _write_results(self, trainer: Trainer, complete: bool, error: str | None = None) -> None:
-        if self.results_path is None or not trainer.is_global_zero:
-            return
-        write_json_atomic(self.results_path, self.results(trainer, complete, error))
+    missing = [name for name in ("network", "eval_logits", "scenario_forward") if not hasattr(pl_module, name)]
+    if missing:
+        raise ValueError(
+            f"TaskLoop needs a module with {', '.join(missing)} (as lightning_cl.classifier.ContinualClassifier has); "
+            f"{type(pl_module).__name__} lacks them."
+        )
+    if trainer.reload_dataloaders_every_n_epochs != 1:
+        raise ValueError(
+            f"trainer.reload_dataloaders_every_n_epochs={trainer.reload_dataloaders_every_n_epochs}: the task loop "
+            "switches tasks between epochs, so the loaders must be rebuilt every epoch; set it to 1."
+        )

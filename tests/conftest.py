@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def mnist_dir() -> str:
+def _verified_mnist_dir() -> str:
     from lightning_cl.data.mnist_files import ensure_mnist
 
     data_dir = os.environ.get("LIGHTNING_CL_DATA", str(REPO / "data"))
@@ -21,14 +21,21 @@ def mnist_dir() -> str:
     return data_dir
 
 
+@pytest.fixture()
+def mnist_dir(request, _verified_mnist_dir) -> str:
+    # `pytest -m "not mnist"` must run without MNIST: a test that needs it must say so.
+    assert request.node.get_closest_marker("mnist"), f"{request.node.name} uses MNIST but is not marked mnist"
+    return _verified_mnist_dir
+
+
 @pytest.fixture(scope="session")
-def run_cli(mnist_dir, tmp_path_factory):
+def run_cli(_verified_mnist_dir, tmp_path_factory):
     """Run ``lightning-cl fit`` in-process with a config and overrides; return its results.json."""
     from lightning_cl.cli import run_cli as cli
 
     def run(config: str, *overrides: str) -> dict:
         root = tmp_path_factory.mktemp("run")
-        args = ["fit", "-c", str(REPO / "configs" / config), "--data.data_dir", mnist_dir,
+        args = ["fit", "-c", str(REPO / "configs" / config), "--data.data_dir", _verified_mnist_dir,
                 "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false", *overrides]
         cli(args)
         (path,) = root.rglob("results.json")

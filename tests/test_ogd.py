@@ -23,8 +23,9 @@ N_PARAMS = 784 * 120 + 120 + 120 * 84 + 84 + 84 * 10 + 10 + 2 * (120 + 84)  # ML
 
 
 def stub_trainer(x: torch.Tensor, y: torch.Tensor, batch: int = 16) -> SimpleNamespace:
-    batches = [(x[i : i + batch], y[i : i + batch]) for i in range(0, len(y), batch)]
-    datamodule = SimpleNamespace(train_dataloader=lambda: iter(batches), tasks=[[0, 1], [2, 3]])
+    t = torch.zeros_like(y)
+    batches = [(x[i : i + batch], y[i : i + batch], t[i : i + batch]) for i in range(0, len(y), batch)]
+    datamodule = SimpleNamespace(task_train_loader=lambda task: iter(batches), num_tasks=2)
     strategy = SimpleNamespace(reduce=lambda t, reduce_op: t)
     return SimpleNamespace(datamodule=datamodule, world_size=1, strategy=strategy)
 
@@ -39,10 +40,10 @@ def model_and_data():
 
 # ----------------------------------------------------------------- settings
 @pytest.mark.parametrize("kwargs, message", [
-    ({"variant": "gem"}, "ogd.variant='gem'"),
-    ({"examples_per_task": 0}, "ogd.examples_per_task=0"),
-    ({"eps": 0.0}, "ogd.eps=0.0"),
-    ({"chunk_size": 0}, "ogd.chunk_size=0"),
+    ({"variant": "gem"}, "OrthogonalGradientDescent init_args.variant='gem'"),
+    ({"examples_per_task": 0}, "OrthogonalGradientDescent init_args.examples_per_task=0"),
+    ({"eps": 0.0}, "OrthogonalGradientDescent init_args.eps=0.0"),
+    ({"chunk_size": 0}, "OrthogonalGradientDescent init_args.chunk_size=0"),
 ])
 def test_ogd_settings_are_validated_and_named(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[")):
@@ -50,9 +51,9 @@ def test_ogd_settings_are_validated_and_named(kwargs, message):
 
 
 def test_threshold_and_lr_factor_are_validated():
-    with pytest.raises(ValueError, match="accuracy_threshold.threshold=1.5"):
+    with pytest.raises(ValueError, match="AccuracyThreshold init_args.threshold=1.5"):
         AccuracyThreshold(1.5)
-    with pytest.raises(ValueError, match="task_lr.factor=0"):
+    with pytest.raises(ValueError, match="TaskLearningRate init_args.factor=0"):
         TaskLearningRate(0)
 
 
@@ -88,12 +89,12 @@ def test_mean_loss_gradient_is_the_batch_average_and_leaves_batchnorm_statistics
     ogd.on_train_start(trainer, model)
     model.eval()
     stats = [b.clone() for b in model.buffers()]
-    vector = ogd._mean_loss_gradient(trainer, model)
+    vector = ogd._mean_loss_gradient(trainer, model, 0)
     assert not model.training  # mode restored
     assert all(torch.equal(a, b) for a, b in zip(stats, model.buffers()))
     model.train()
     expected = 0
-    for xb, yb in trainer.datamodule.train_dataloader():
+    for xb, yb, _ in trainer.datamodule.task_train_loader(0):
         model.zero_grad()
         F.cross_entropy(model(xb)[0], yb).backward()
         expected = expected + flatten_grads(ogd._params) / 4
@@ -106,7 +107,7 @@ def test_per_example_variants_store_orthonormal_gradients_of_logits(model_and_da
     ogd = OrthogonalGradientDescent(variant=variant, examples_per_task=20, chunk_size=8)
     trainer = stub_trainer(x, y)
     ogd.on_train_start(trainer, model)
-    vectors = ogd._per_example_gradients(trainer, model)
+    vectors = ogd._per_example_gradients(trainer, model, 0)
     assert vectors.shape == (20 * per_example, N_PARAMS)
     model.eval()  # per-example gradients are taken with the running statistics
     model.zero_grad()

@@ -1,17 +1,18 @@
-"""The task loop on real MNIST, shrunk to a few batches per epoch."""
+"""The task loop on synthetic tasks (no MNIST): order, results, TensorBoard, checkpoints, resume,
+training length in epochs or steps, and the interface it checks at setup."""
 
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import LightningDataModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_cl.classifier import ContinualClassifier
-from lightning_cl.data.split_mnist import SplitMNIST
 from lightning_cl.task_callback import TaskCallback
 from lightning_cl.task_loop import TaskLoop
+from synthetic import SyntheticTasks
 
 TASKS = [[1, 2], [3, 4], [5, 6]]
 BATCHES = 5
@@ -36,22 +37,24 @@ class Recorder(TaskCallback):
         self.classes_seen.setdefault(trainer.datamodule.current_task, set()).update(batch[1].tolist())
 
 
-def fit(mnist_dir, root, callbacks=(), ckpt_path=None, epochs=2):
+def fit(root, callbacks=(), ckpt_path=None, epochs=2, steps=None, limit=BATCHES, **data):
     seed_everything(0, verbose=False)
     trainer = Trainer(
         accelerator="cpu", devices=1, max_epochs=-1, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
-        limit_train_batches=BATCHES, log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=root, callbacks=[TaskLoop(epochs_per_task=epochs), *callbacks],
+        limit_train_batches=limit, log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=root, callbacks=[TaskLoop(epochs_per_task=None if steps else epochs, steps_per_task=steps),
+                                          *callbacks],
     )
-    trainer.fit(ContinualClassifier(), SplitMNIST(tasks=TASKS, data_dir=mnist_dir), ckpt_path=ckpt_path)
+    datamodule = SyntheticTasks(tasks=data.pop("tasks", TASKS), batch_size=16, **data)
+    trainer.fit(ContinualClassifier(num_outputs=datamodule.num_outputs), datamodule, ckpt_path=ckpt_path)
     return trainer, json.loads((Path(trainer.log_dir) / "results.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def recorded(mnist_dir, tmp_path_factory):
+def recorded(tmp_path_factory):
     recorder = Recorder()
     checkpoints = ModelCheckpoint(save_top_k=-1, every_n_epochs=1)
-    trainer, results = fit(mnist_dir, tmp_path_factory.mktemp("loop"), [recorder, checkpoints])
+    trainer, results = fit(tmp_path_factory.mktemp("loop"), [recorder, checkpoints])
     return trainer, results, recorder, checkpoints
 
 
@@ -69,7 +72,9 @@ def test_tasks_run_in_order_on_their_own_classes(recorded):
 def test_results_json_has_one_row_per_task(recorded):
     _, results, _, _ = recorded
     assert results["complete"] is True and results["tasks"] == TASKS
-    assert results["epochs_per_task"] == [2, 1, 2]
+    assert results["format_version"] == 2
+    assert (results["benchmark"], results["scenario"], results["method"]) == ("synthetic", "class", "none")
+    assert results["epochs_per_task"] == [2, 1, 2] and results["steps_per_task"] == [10, 5, 10]
     matrix = results["accuracy_matrix"]
     assert len(matrix) == 3 and all(len(row) == 3 for row in matrix)
     assert matrix[0][0] > 0.9 and matrix[0][2] == 0.0  # learnt task 1; never predicts unseen task 3
@@ -77,38 +82,72 @@ def test_results_json_has_one_row_per_task(recorded):
     assert results["final_seen_accuracy"] == results["seen_accuracy"][-1]
     assert set(results["sparsity"][0]) == {"h1", "h2", "overall"}
     assert results["seed"] is None  # only the CLI knows the seed; see test_cli for the CLI run
+    # The CL metrics are the accuracy matrix's (tests/test_metrics.py checks the formulas).
+    assert results["acc"] == pytest.approx(sum(matrix[2]) / 3)
+    assert results["bwt"] == pytest.approx(((matrix[2][0] - matrix[0][0]) + (matrix[2][1] - matrix[1][1])) / 2)
+    assert len(results["random_init_accuracy"]) == 3 and results["fwt"] is not None
 
 
-def test_tensorboard_has_one_continuous_step_axis(recorded):
+def test_tensorboard_has_one_continuous_step_axis_and_the_cl_metrics(recorded):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    trainer, _, _, _ = recorded
+    trainer, results, _, _ = recorded
     events = EventAccumulator(trainer.log_dir)
     events.Reload()
     assert [e.step for e in events.Scalars("test/acc_seen")] == [10, 15, 25]
     train_steps = [e.step for e in events.Scalars("train/acc")]
     assert len(train_steps) == 5 and train_steps == sorted(train_steps) and train_steps[-1] >= 20
     assert len(events.Scalars("val/acc")) == 5
+    assert events.Scalars("cl/acc")[-1].value == pytest.approx(results["acc"])
+    assert [e.step for e in events.Scalars("cl/bwt")] == [15, 25]  # BWT needs two tasks
 
 
 def test_checkpoint_at_a_task_end_carries_the_task_position(recorded):
     _, _, _, checkpoints = recorded
     ckpt = torch.load(Path(checkpoints.dirpath) / "epoch=1-step=10.ckpt", weights_only=False)
-    assert ckpt["SplitMNIST"]["current_task"] == 1  # the next task
+    assert ckpt["SyntheticTasks"]["current_task"] == 1  # the next task
     state = ckpt["callbacks"]["TaskLoop"]
     assert state["epochs_in_task"] == 0 and state["epochs_used"] == [2] and len(state["evaluations"]) == 1
 
 
-def test_resuming_mid_sequence_gives_the_uninterrupted_results(recorded, mnist_dir, tmp_path):
+def test_resuming_mid_sequence_gives_the_uninterrupted_results(recorded, tmp_path):
     _, _, _, checkpoints = recorded
     # Without the Recorder (which ends task 1 early), from the end of task 0 ...
-    _, straight = fit(mnist_dir, tmp_path / "straight")
-    _, resumed = fit(mnist_dir, tmp_path / "resumed", ckpt_path=Path(checkpoints.dirpath) / "epoch=1-step=10.ckpt")
+    _, straight = fit(tmp_path / "straight")
+    _, resumed = fit(tmp_path / "resumed", ckpt_path=Path(checkpoints.dirpath) / "epoch=1-step=10.ckpt")
     assert resumed["epochs_per_task"] == straight["epochs_per_task"] == [2, 2, 2]
     assert resumed["accuracy_matrix"] == straight["accuracy_matrix"]
     assert resumed["seen_loss"] == straight["seen_loss"]
+    assert resumed["random_init_accuracy"] == straight["random_init_accuracy"]
 
 
-def test_task_loop_refuses_zero_epochs():
-    with pytest.raises(ValueError, match="task_loop.epochs_per_task=0"):
-        TaskLoop(epochs_per_task=0)
+def test_steps_per_task_trains_each_task_for_that_many_steps_over_several_passes(tmp_path):
+    # 256 training examples per task at batch 16 are 16 batches a pass: 40 steps take 3 passes.
+    trainer, results = fit(tmp_path, steps=40, limit=None)
+    assert results["steps_per_task"] == [40, 40, 40] and results["epochs_per_task"] == [1, 1, 1]
+    assert trainer.global_step == 120 and results["complete"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"epochs_per_task": 0}, "task_loop.epochs_per_task=0"),
+    ({"steps_per_task": 0}, "task_loop.steps_per_task=0"),
+    ({"epochs_per_task": 5, "steps_per_task": 2000}, "are both set"),
+])
+def test_task_loop_refuses_bad_lengths(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TaskLoop(**kwargs)
+
+
+def test_task_loop_checks_the_interfaces_at_setup(tmp_path):
+    class NotATaskDataModule(LightningDataModule):
+        def train_dataloader(self):
+            return [(torch.zeros(2, 784), torch.zeros(2, dtype=torch.long))]
+
+    def trainer(**kwargs):
+        return Trainer(accelerator="cpu", max_epochs=1, enable_progress_bar=False, default_root_dir=tmp_path,
+                       callbacks=[TaskLoop()], logger=False, enable_checkpointing=False, **kwargs)
+
+    with pytest.raises(ValueError, match="needs a lightning_cl.data.TaskDataModule"):
+        trainer(reload_dataloaders_every_n_epochs=1).fit(ContinualClassifier(), NotATaskDataModule())
+    with pytest.raises(ValueError, match="reload_dataloaders_every_n_epochs=0.*set it to 1"):
+        trainer().fit(ContinualClassifier(), SyntheticTasks())

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.task_callback import TaskCallback
+from lightning_cl.task_callback import TaskCallback, setting
 
 
 class AccuracyThreshold(TaskCallback):
@@ -27,7 +27,7 @@ class AccuracyThreshold(TaskCallback):
 
     def __init__(self, threshold: float = 0.98) -> None:
         if not 0.0 < threshold <= 1.0:
-            raise ValueError(f"accuracy_threshold.threshold={threshold} must be in (0, 1].")
+            raise ValueError(f"{setting(AccuracyThreshold, 'threshold')}={threshold} must be in (0, 1].")
         self.threshold = threshold
 
     @override

@@ -18,13 +18,14 @@ from torch.func import functional_call, grad, jacrev, vmap
 from typing_extensions import override
 
 from lightning_cl.gradients import flat_views, flatten_grads, orthonormal_extend, project_out_, write_flat_grad
-from lightning_cl.task_callback import TaskCallback
+from lightning_cl.method import Method
+from lightning_cl.task_callback import setting
 
 Variant = Literal["mean_loss", "gtl", "all", "ave"]
 VARIANTS = ("mean_loss", "gtl", "all", "ave")
 
 
-class OrthogonalGradientDescent(TaskCallback):
+class OrthogonalGradientDescent(Method):
     """Project every optimiser step of task 2 onwards off the gradients stored after earlier tasks.
 
     The projection runs in ``on_before_optimizer_step``: once per optimiser step, on the final
@@ -53,17 +54,20 @@ class OrthogonalGradientDescent(TaskCallback):
             ``eps`` or ``chunk_size``.
     """
 
+    name = "ogd"
+    projects_gradients = True
+
     def __init__(
         self, variant: Variant = "mean_loss", examples_per_task: int = 200, eps: float = 1e-8, chunk_size: int = 50
     ) -> None:
         if variant not in VARIANTS:
-            raise ValueError(f"ogd.variant={variant!r} is not supported; use one of {', '.join(VARIANTS)}.")
+            raise ValueError(f"{setting(self, 'variant')}={variant!r} is not supported; use one of {', '.join(VARIANTS)}.")
         if examples_per_task < 1:
-            raise ValueError(f"ogd.examples_per_task={examples_per_task} must be at least 1.")
+            raise ValueError(f"{setting(self, 'examples_per_task')}={examples_per_task} must be at least 1.")
         if eps <= 0:
-            raise ValueError(f"ogd.eps={eps} must be > 0.")
+            raise ValueError(f"{setting(self, 'eps')}={eps} must be > 0.")
         if chunk_size < 1:
-            raise ValueError(f"ogd.chunk_size={chunk_size} must be at least 1.")
+            raise ValueError(f"{setting(self, 'chunk_size')}={chunk_size} must be at least 1.")
         self.variant, self.examples_per_task, self.eps, self.chunk_size = variant, examples_per_task, eps, chunk_size
         self.basis: torch.Tensor | None = None  # (k, n) orthonormal rows, on the training device
         self.vectors_per_task: list[int] = []  # how many rows each task added
@@ -130,29 +134,29 @@ class OrthogonalGradientDescent(TaskCallback):
     # ----------------------------------------------------------------- task hooks
     @override
     def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
-        if task + 1 == len(trainer.datamodule.tasks):
+        if task + 1 == trainer.datamodule.num_tasks:
             return  # no later task would be projected against it
         if self.variant == "mean_loss":
-            vectors = self._mean_loss_gradient(trainer, pl_module)
+            vectors = self._mean_loss_gradient(trainer, pl_module, task)
             # Every process averaged over its own shard: their mean is the mean over the task.
             vectors = trainer.strategy.reduce(vectors, reduce_op="mean")
         else:
-            vectors = self._per_example_gradients(trainer, pl_module)
+            vectors = self._per_example_gradients(trainer, pl_module, task)
             if trainer.world_size > 1:  # each process used its own examples: keep all of them
                 vectors = trainer.strategy.all_gather(vectors).reshape(-1, vectors.shape[-1])
         before = self.basis_size
         self.basis = orthonormal_extend(self.basis, vectors.reshape(-1, self.basis.shape[1]), eps=self.eps)
         self.vectors_per_task.append(self.basis_size - before)
 
-    def _mean_loss_gradient(self, trainer: Trainer, pl_module: LightningModule) -> torch.Tensor:
+    def _mean_loss_gradient(self, trainer: Trainer, pl_module: LightningModule, task: int) -> torch.Tensor:
         total = torch.zeros(self.basis.shape[1], device=pl_module.device)
         batches = 0
         was_training = pl_module.training
         buffers = {name: b.clone() for name, b in pl_module.named_buffers()}
         pl_module.train()
         with torch.enable_grad():
-            for x, y in trainer.datamodule.train_dataloader():
-                logits, _ = pl_module(x)
+            for x, y, t in trainer.datamodule.task_train_loader(task):
+                logits, _ = pl_module.scenario_forward(x, t)
                 grads = torch.autograd.grad(F.cross_entropy(logits, y), self._params, allow_unused=True)
                 total += flatten_grads(self._params, grads)
                 batches += 1
@@ -163,10 +167,10 @@ class OrthogonalGradientDescent(TaskCallback):
         pl_module.train(was_training)
         return total / max(batches, 1)
 
-    def _per_example_gradients(self, trainer: Trainer, pl_module: LightningModule) -> torch.Tensor:
+    def _per_example_gradients(self, trainer: Trainer, pl_module: LightningModule, task: int) -> torch.Tensor:
         per_process = -(-self.examples_per_task // trainer.world_size)
         xs, ys, count = [], [], 0
-        for x, y in trainer.datamodule.train_dataloader():  # a shuffled epoch: a random sample of the task
+        for x, y, _ in trainer.datamodule.task_train_loader(task):  # a shuffled pass: a random sample of the task
             xs.append(x), ys.append(y)
             count += len(y)
             if count >= per_process:

@@ -9,7 +9,7 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.task_callback import TaskCallback
+from lightning_cl.task_callback import TaskCallback, setting
 
 
 class TaskLearningRate(TaskCallback):
@@ -27,7 +27,7 @@ class TaskLearningRate(TaskCallback):
 
     def __init__(self, factor: float = 0.2) -> None:
         if factor <= 0:
-            raise ValueError(f"task_lr.factor={factor} must be > 0.")
+            raise ValueError(f"{setting(TaskLearningRate, 'factor')}={factor} must be > 0.")
         self.factor = factor
         self._base_lrs: list[list[float]] | None = None  # per optimiser, per parameter group
 

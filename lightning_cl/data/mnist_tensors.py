@@ -10,12 +10,15 @@ import torch
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
-def load_mnist(data_dir: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read the verified IDX files in ``data_dir/MNIST/raw`` with torchvision; return (x (N, 784), y (N,))."""
+def load_mnist(data_dir: str, train: bool, normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read the verified IDX files in ``data_dir/MNIST/raw`` with torchvision; return (x (N, 784), y (N,)),
+    pixels standardised (``normalize``) or in [0, 1]."""
     from torchvision.datasets import MNIST
 
     dataset = MNIST(data_dir, train=train, download=False)
-    return normalise(dataset.data), dataset.targets
+    if normalize:
+        return normalise(dataset.data), dataset.targets
+    return dataset.data.flatten(1).float().div_(255.0), dataset.targets
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Mini-batches drawn by index from tensors that are already in memory (on the training device).
 
 MNIST fits in memory many times over; a ``DataLoader`` over a ``Dataset`` would pay Python,
-collation and PIL costs per sample. This loader gathers the whole epoch once
+collation and PIL costs per sample. This loader gathers a whole pass once
 (``x[permutation]``) and then yields contiguous slices, which are views and cost nothing.
 """
 
@@ -14,53 +14,72 @@ import torch
 
 
 class TensorBatchLoader:
-    """Iterate ``(x, y)`` batches over in-memory tensors.
+    """Iterate batches (tuples, one slice of each tensor) over in-memory tensors.
 
     Args:
-        x, y: inputs and labels, first dimension the examples; any device.
-        batch_size: examples per batch (the last batch may be smaller).
+        tensors: inputs, labels, ...; first dimension the examples; any device.
+        batch_size: examples per batch (the last batch of a pass may be smaller).
         shuffle: permute the examples; the permutation depends only on ``seed``, so an epoch
             is reproducible (and resumable) from its seed alone.
-        seed: seed of the permutation.
+        seed: seed of the permutation (of the first pass; pass ``p`` uses ``seed + p * PASS_SEED_STRIDE``).
         rank, world_size: under data parallelism each process takes every ``world_size``-th
             example of the (shared) permutation, after trimming to a multiple of ``world_size``
             so that all processes run the same number of steps.
+        num_batches: yield exactly this many batches, over as many reshuffled passes as that
+            takes (training length in iterations); None: one pass.
     """
+
+    PASS_SEED_STRIDE = 7_919
 
     def __init__(
         self,
-        x: torch.Tensor,
-        y: torch.Tensor,
+        *tensors: torch.Tensor,
         batch_size: int,
         shuffle: bool = False,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        num_batches: int | None = None,
     ) -> None:
-        if len(x) != len(y):
-            raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
+        if len({len(t) for t in tensors}) != 1:
+            raise ValueError(f"the tensors have different numbers of examples: {[len(t) for t in tensors]}")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be at least 1")
-        self.x, self.y = x, y
+        if num_batches is not None and num_batches < 1:
+            raise ValueError(f"num_batches={num_batches} must be at least 1")
+        self.tensors = tensors
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.num_batches = rank, world_size, num_batches
 
     @property
     def num_examples(self) -> int:
-        return len(self.x) // self.world_size
+        return len(self.tensors[0]) // self.world_size
 
     def __len__(self) -> int:
-        return math.ceil(self.num_examples / self.batch_size)
+        return self.num_batches or math.ceil(self.num_examples / self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        x, y = self.x, self.y
+    def _pass(self, seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        tensors = self.tensors
         if self.shuffle or self.world_size > 1:
-            n = len(x)
+            n = len(tensors[0])
             if self.shuffle:
-                order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+                order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
             else:
                 order = torch.arange(n)
-            order = order[: self.num_examples * self.world_size][self.rank :: self.world_size].to(x.device)
-            x, y = x[order], y[order]
-        for start in range(0, len(x), self.batch_size):
-            yield x[start : start + self.batch_size], y[start : start + self.batch_size]
+            order = order[: self.num_examples * self.world_size][self.rank :: self.world_size].to(tensors[0].device)
+            tensors = tuple(t[order] for t in tensors)
+        for start in range(0, len(tensors[0]), self.batch_size):
+            yield tuple(t[start : start + self.batch_size] for t in tensors)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        if self.num_batches is None:
+            yield from self._pass(self.seed)
+            return
+        produced, p = 0, 0
+        while True:
+            for batch in self._pass(self.seed + p * self.PASS_SEED_STRIDE):
+                yield batch
+                produced += 1
+                if produced == self.num_batches:
+                    return
+            p += 1

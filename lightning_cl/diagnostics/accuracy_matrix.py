@@ -1,9 +1,7 @@
 """Accuracy-matrix heatmap of a run: row i = after training task i, column j = test accuracy
-on task j, read from the run's ``results.json`` when the run ends."""
+on task j, drawn from the run's record when the run ends."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 from lightning.pytorch import LightningModule, Trainer
@@ -11,24 +9,23 @@ from typing_extensions import override
 
 from lightning_cl.diagnostics.diagnostic import Diagnostic
 from lightning_cl.plots import accuracy_matrix_figure
-from lightning_cl.results import RESULTS_FILE
+from lightning_cl.task_loop import task_loop_of
 
 
 class AccuracyMatrix(Diagnostic):
-    """At the end of the run, draws ``accuracy_matrix.png`` from ``results.json`` (and logs it to TensorBoard)."""
+    """At the end of the run, draws ``accuracy_matrix.png`` from the task loop's record (and logs it to TensorBoard)."""
 
     def __init__(self) -> None:
         self.matrix: np.ndarray | None = None
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        out = self.output_dir(trainer)
-        if out is None or not (out / RESULTS_FILE).exists() or not trainer.is_global_zero:
+        loop = task_loop_of(trainer)
+        if loop is None or not trainer.is_global_zero:
             return
-        results = json.loads((out / RESULTS_FILE).read_text())
-        if not results["accuracy_matrix"]:
+        record = loop.recorder.record(trainer, complete=True)
+        if not record.accuracy_matrix:
             return
-        self.matrix = np.array(results["accuracy_matrix"], dtype=float)
-        seed = results.get("seed")
-        fig = accuracy_matrix_figure(self.matrix, results["tasks"], f"Accuracy matrix (seed {seed})")
-        self.publish(trainer, fig, "accuracy_matrix")
+        self.matrix = np.array(record.accuracy_matrix, dtype=float)
+        title = f"Accuracy matrix, {record.benchmark} {record.scenario}-IL, {record.method} (seed {record.seed})"
+        self.publish(trainer, accuracy_matrix_figure(self.matrix, record.task_names, title), "accuracy_matrix")

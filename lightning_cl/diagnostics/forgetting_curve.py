@@ -18,7 +18,7 @@ from typing_extensions import override
 
 from lightning_cl.diagnostics.diagnostic import Diagnostic, check_positive, due, to_host
 from lightning_cl.diagnostics.latent_space import class_balanced_subsample
-from lightning_cl.evaluation import eval_forward
+from lightning_cl.task_callback import setting
 from lightning_cl.plots import forgetting_curve_figure
 from lightning_cl.results import write_json_atomic
 
@@ -63,11 +63,11 @@ class ForgettingCurve(Diagnostic):
         samples_per_task: int = 200,
         seed: int = 0,
     ) -> None:
-        check_positive("ForgettingCurve.every_n_batches", every_n_batches)
-        check_positive("ForgettingCurve.sparse_every_n_batches", sparse_every_n_batches)
-        check_positive("ForgettingCurve.samples_per_task", samples_per_task)
+        check_positive(setting(ForgettingCurve, "every_n_batches"), every_n_batches)
+        check_positive(setting(ForgettingCurve, "sparse_every_n_batches"), sparse_every_n_batches)
+        check_positive(setting(ForgettingCurve, "samples_per_task"), samples_per_task)
         if dense_batches < 0:
-            raise ValueError(f"ForgettingCurve.dense_batches={dense_batches} must be >= 0.")
+            raise ValueError(f"{setting(ForgettingCurve, 'dense_batches')}={dense_batches} must be >= 0.")
         self.every_n_batches, self.dense_batches = every_n_batches, dense_batches
         self.sparse_every_n_batches, self.samples_per_task, self.seed = sparse_every_n_batches, samples_per_task, seed
         self._subsample: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # x, y, task of each
@@ -77,23 +77,21 @@ class ForgettingCurve(Diagnostic):
 
     # ----------------------------------------------------------------- measurement
     def _build_subsample(self, trainer: Trainer) -> None:
-        datamodule = trainer.datamodule
-        x, y = datamodule.test_tensors()
-        per_class = []
-        for task in datamodule.tasks:  # ~samples_per_task per task, split over its classes
-            n = -(-self.samples_per_task // len(task))
-            per_class.append(class_balanced_subsample(y, task, n, seed=self.seed)[: self.samples_per_task])
-        idx = torch.cat(per_class)
-        group = torch.cat([torch.full((len(p),), t, dtype=torch.long) for t, p in enumerate(per_class)])
-        self._subsample = (x[idx], y[idx], group.to(y.device))
+        parts = []
+        for x, y, t in trainer.datamodule.test_sets():  # ~samples_per_task per task, split over its labels
+            labels = y.unique().tolist()
+            n = -(-self.samples_per_task // len(labels))
+            idx = class_balanced_subsample(y, labels, n, seed=self.seed)[: self.samples_per_task]
+            parts.append((x[idx], y[idx], t[idx]))
+        self._subsample = tuple(torch.cat(p) for p in zip(*parts))
 
     @torch.no_grad()
     def _measure(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
         if self._subsample is None:
             self._build_subsample(trainer)
         x, y, group = self._subsample
-        logits, _ = eval_forward(pl_module.network, x)
-        acc = per_group_accuracy(logits, y, group, len(trainer.datamodule.tasks))
+        logits, _ = pl_module.eval_logits(x, group)
+        acc = per_group_accuracy(logits, y, group, trainer.datamodule.num_tasks)
         acc[task + 1 :] = float("nan")  # not trained yet
         self._pending.append((trainer.global_step, task, self._batch_in_task, acc))
 
@@ -140,12 +138,13 @@ class ForgettingCurve(Diagnostic):
             return
         a = self.arrays()
         fig = forgetting_curve_figure(a["step"], a["task"], a["batch_in_task"], a["accuracy"],
-                                      trainer.datamodule.tasks, zoom_batches=self.dense_batches)
+                                      trainer.datamodule.task_names(), zoom_batches=self.dense_batches)
         self.publish(trainer, fig, "forgetting_curve")
         out = self.output_dir(trainer)
         if out is not None and trainer.is_global_zero:  # the numbers behind the picture
             write_json_atomic(out / "forgetting_curve.json", {
-                "tasks": trainer.datamodule.tasks,
+                "tasks": trainer.datamodule.task_classes(),
+                "task_names": trainer.datamodule.task_names(),
                 "samples_per_task": self.samples_per_task,
                 "records": [{"step": s, "task": t, "batch_in_task": b, "accuracy": [a if a == a else None for a in acc]}
                             for s, t, b, acc in self.records],

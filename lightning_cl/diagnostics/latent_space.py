@@ -17,6 +17,7 @@ from typing_extensions import override
 
 from lightning_cl.diagnostics.diagnostic import Diagnostic, check_positive
 from lightning_cl.evaluation import eval_forward
+from lightning_cl.task_callback import setting
 from lightning_cl.plots import latent_space_figure
 
 LAYERS = ("h1", "h2")
@@ -75,10 +76,10 @@ class LatentSpace(Diagnostic):
                  projector: bool = True) -> None:
         layers = list(layers)
         if not layers or any(layer not in LAYERS for layer in layers):
-            raise ValueError(f"LatentSpace.layers={layers!r}; use a non-empty list from {', '.join(LAYERS)}.")
-        check_positive("LatentSpace.per_class", per_class)
+            raise ValueError(f"{setting(LatentSpace, 'layers')}={layers!r}; use a non-empty list from {', '.join(LAYERS)}.")
+        check_positive(setting(LatentSpace, "per_class"), per_class)
         if per_class < 2:
-            raise ValueError(f"LatentSpace.per_class={per_class} must be at least 2 (t-SNE needs neighbours).")
+            raise ValueError(f"{setting(LatentSpace, 'per_class')}={per_class} must be at least 2 (t-SNE needs neighbours).")
         self.layers, self.per_class, self.seed, self.projector = layers, per_class, seed, projector
         self.embeddings: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
 
@@ -88,8 +89,8 @@ class LatentSpace(Diagnostic):
         if not trainer.is_global_zero:
             return
         datamodule = trainer.datamodule
-        x, y = datamodule.test_tensors()
-        idx = class_balanced_subsample(y, datamodule.seen_classes(task), self.per_class, self.seed)
+        x, y, _ = datamodule.seen_data("test", task)
+        idx = class_balanced_subsample(y, datamodule.seen_units(task), self.per_class, self.seed)
         _, hidden = eval_forward(pl_module.network, x[idx])
         labels = y[idx].cpu().numpy()
         writer = self.tensorboard(trainer) if self.projector else None
@@ -97,7 +98,7 @@ class LatentSpace(Diagnostic):
             features = hidden[LAYERS.index(layer)].float().cpu()
             points = tsne_2d(features.numpy(), seed=self.seed)
             self.embeddings[(task + 1, layer)] = (points, labels)
-            title = f"t-SNE of {layer} after task {task + 1} {datamodule.tasks[task]} ({len(labels)} test images)"
+            title = f"t-SNE of {layer} after task {task + 1} {datamodule.task_names()[task]} ({len(labels)} test images)"
             self.publish(trainer, latent_space_figure(points, labels, title), f"latent_{layer}_task{task + 1}")
             if writer is not None:
                 writer.add_embedding(features, metadata=[str(int(c)) for c in labels],

@@ -13,7 +13,6 @@ from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
 from lightning_cl.diagnostics.diagnostic import Diagnostic
-from lightning_cl.evaluation import class_mask, eval_forward
 from lightning_cl.plots import probability_profile_figure
 
 
@@ -30,8 +29,8 @@ def probability_profile(logits: torch.Tensor, y: torch.Tensor, classes: list[int
 class ProbabilityProfile(Diagnostic):
     """After each task, the mean softmax output per true class over the test images of the seen classes.
 
-    Writes ``probability_profile_task{t}.png`` (rows: true classes seen so far, in task order;
-    columns: all output classes) and keeps the numbers in ``profiles[t]`` (t from 1).
+    Writes ``probability_profile_task{t}.png`` (rows: true labels seen so far, in task order;
+    columns: all outputs; in domain-IL the labels are the positions within a task) and keeps the numbers in ``profiles[t]`` (t from 1).
     """
 
     def __init__(self) -> None:
@@ -41,11 +40,10 @@ class ProbabilityProfile(Diagnostic):
     @torch.no_grad()
     def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
         datamodule = trainer.datamodule
-        x, y = datamodule.test_tensors()
-        seen = datamodule.seen_classes(task)
-        mask = class_mask(y, seen)
-        logits, _ = eval_forward(pl_module.network, x[mask])
-        profile = probability_profile(logits, y[mask], seen).cpu().numpy()
+        x, y, t = datamodule.seen_data("test", task)
+        seen = datamodule.seen_units(task)
+        logits, _ = pl_module.eval_logits(x, t)
+        profile = probability_profile(logits, y, seen).cpu().numpy()
         self.profiles[task + 1] = profile
-        title = f"Mean softmax per true class after task {task + 1} {datamodule.tasks[task]}"
+        title = f"Mean softmax per true class after task {task + 1} {datamodule.task_names()[task]}"
         self.publish(trainer, probability_profile_figure(profile, seen, title), f"probability_profile_task{task + 1}")

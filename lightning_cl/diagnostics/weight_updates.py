@@ -15,6 +15,7 @@ from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
 from lightning_cl.diagnostics.diagnostic import Diagnostic, check_positive, to_host
+from lightning_cl.task_callback import setting
 from lightning_cl.plots import weight_updates_figure
 
 PARAMETER_SETS = ("weights", "all")
@@ -42,9 +43,9 @@ class WeightUpdates(Diagnostic):
     """
 
     def __init__(self, every_n_batches: int = 1, parameters: Literal["weights", "all"] = "weights") -> None:
-        check_positive("WeightUpdates.every_n_batches", every_n_batches)
+        check_positive(setting(WeightUpdates, "every_n_batches"), every_n_batches)
         if parameters not in PARAMETER_SETS:
-            raise ValueError(f"WeightUpdates.parameters={parameters!r}; use one of {', '.join(PARAMETER_SETS)}.")
+            raise ValueError(f"{setting(WeightUpdates, 'parameters')}={parameters!r}; use one of {', '.join(PARAMETER_SETS)}.")
         self.every_n_batches, self.parameters = every_n_batches, parameters
         self.names: list[str] = []
         self._params: list[torch.Tensor] = []
@@ -100,7 +101,7 @@ class WeightUpdates(Diagnostic):
         self._flush(trainer)
         if self.records:
             a = self.arrays()
-            fig = weight_updates_figure(a["step"], a["task"], a["update"], self.names, trainer.datamodule.tasks)
+            fig = weight_updates_figure(a["step"], a["task"], a["update"], self.names, trainer.datamodule.task_names())
             self.publish(trainer, fig, "weight_updates")
 
     @override

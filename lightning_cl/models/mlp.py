@@ -1,4 +1,5 @@
-"""The MLP of SPEC.md: 784 -> 120 -> 84 -> 10, with optional BatchNorm/LayerNorm and Dropout.
+"""The MLP of SPEC.md: 784 -> 120 -> 84 -> 10 (the published Split-MNIST protocol: 784 -> 400 ->
+400 -> outputs), with optional BatchNorm/LayerNorm and Dropout.
 
 Variants are configuration (``norm``, ``dropout``), not subclasses. The forward pass returns
 the logits and the hidden activations ``(h1, h2)`` after ReLU (and before Dropout), which the
@@ -17,7 +18,7 @@ NORMS = ("none", "batch", "layer")
 
 
 class MLP(nn.Module):
-    """Multi-layer perceptron with two hidden layers.
+    """Multi-layer perceptron with one or more hidden layers.
 
     Args:
         norm: ``"none"``, ``"batch"`` (BatchNorm1d) or ``"layer"`` (LayerNorm), placed after each
@@ -26,7 +27,8 @@ class MLP(nn.Module):
         in_features, hidden, num_classes: the layer sizes.
 
     Raises:
-        ValueError: if ``norm`` is unknown or ``dropout`` is outside [0, 1).
+        ValueError: if ``norm`` is unknown, ``dropout`` is outside [0, 1), or ``hidden`` is
+            empty or holds a width below 1.
     """
 
     def __init__(
@@ -34,7 +36,7 @@ class MLP(nn.Module):
         norm: Norm = "none",
         dropout: float = 0.0,
         in_features: int = 784,
-        hidden: tuple[int, int] = (120, 84),
+        hidden: tuple[int, ...] = (120, 84),
         num_classes: int = 10,
     ) -> None:
         super().__init__()
@@ -42,6 +44,8 @@ class MLP(nn.Module):
             raise ValueError(f"norm={norm!r} is not supported; use one of {', '.join(NORMS)}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout={dropout} must be in [0, 1) (it is the probability of zeroing a unit).")
+        if not hidden or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in hidden):
+            raise ValueError(f"hidden={list(hidden)} must be a non-empty list of positive layer widths, e.g. [400, 400].")
         sizes = (in_features, *hidden)
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.norms = nn.ModuleList(_norm_layer(norm, width) for width in hidden)

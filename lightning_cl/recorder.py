@@ -1,0 +1,118 @@
+"""The run's record: evaluation after each task, its logging, and ``results.json``.
+
+The task loop (``task_loop.py``) decides when a task ends; this decides what is measured
+then and keeps the :class:`~lightning_cl.results.RunResults` record, written atomically into
+the run's log directory after every task (and, marked incomplete, when a run fails).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
+
+from lightning_cl.evaluation import TaskEvaluation, evaluate_tasks
+from lightning_cl.method import method_name
+from lightning_cl.results import RESULTS_FILE, RunResults
+
+
+class RunRecorder:
+    """Measures the model after each task and keeps the run's :class:`RunResults`.
+
+    ``run_config`` (the resolved CLI config) and ``seed`` are set by the CLI.
+    """
+
+    def __init__(self) -> None:
+        self.run_config: dict[str, Any] | None = None
+        self.seed: int | None = None
+        self.results_path: Path | None = None
+        self.evaluations: list[TaskEvaluation] = []
+        self.epochs_used: list[int] = []
+        self.steps_used: list[int] = []
+        self.random_init_accuracy: list[float] | None = None
+        self._elapsed_before = 0.0  # seconds spent before a resume
+        self._fit_start = time.perf_counter()
+
+    def setup(self, trainer: Trainer) -> None:
+        if trainer.log_dir is not None:
+            self.results_path = Path(trainer.log_dir) / RESULTS_FILE
+
+    def start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """At the start of training: the random-init accuracies ``b_j`` (for FWT), once per run."""
+        self._fit_start = time.perf_counter()
+        if self.random_init_accuracy is None and not self.evaluations:
+            evaluation = evaluate_tasks(pl_module.eval_logits, trainer.datamodule.test_sets(), seen_tasks=1)
+            self.random_init_accuracy = evaluation.task_accuracy
+
+    def task_finished(self, trainer: Trainer, pl_module: LightningModule, task: int, epochs: int, steps: int) -> None:
+        datamodule = trainer.datamodule
+        evaluation = evaluate_tasks(pl_module.eval_logits, datamodule.test_sets(), seen_tasks=task + 1)
+        self.evaluations.append(evaluation)
+        self.epochs_used.append(epochs)
+        self.steps_used.append(steps)
+        record = self.record(trainer, complete=task + 1 == datamodule.num_tasks)
+
+        metrics = {f"test/acc_task{j + 1}": acc for j, acc in enumerate(evaluation.task_accuracy)}
+        metrics |= {"test/acc_seen": evaluation.seen_accuracy, "test/loss_seen": evaluation.seen_loss}
+        metrics |= {f"sparsity/{k}": v for k, v in evaluation.sparsity.items()}
+        metrics |= {f"cl/{k}": v for k, v in record.metrics().items() if v is not None}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+        length = f"{epochs} epochs" if datamodule.train_batches is None else f"{steps} steps"
+        rank_zero_info(
+            f"task {task + 1}/{datamodule.num_tasks} {datamodule.task_names()[task]} ({length}): "
+            f"seen-task test acc {evaluation.seen_accuracy:.4f}, loss {evaluation.seen_loss:.3f}, "
+            f"ACC {record.metrics()['acc']:.4f}, sparsity {evaluation.sparsity['overall']:.3f}"
+        )
+        self.write(record, trainer)
+
+    def elapsed(self) -> float:
+        return self._elapsed_before + time.perf_counter() - self._fit_start
+
+    def record(self, trainer: Trainer, complete: bool, error: str | None = None) -> RunResults:
+        """The run's :class:`RunResults` as measured so far."""
+        datamodule = trainer.datamodule
+        evaluations = self.evaluations
+        return RunResults(
+            complete=complete,
+            error=error,
+            benchmark=datamodule.benchmark,
+            scenario=datamodule.scenario,
+            method=method_name(trainer),
+            tasks=datamodule.task_classes(),
+            task_names=datamodule.task_names(),
+            accuracy_matrix=[e.task_accuracy for e in evaluations],
+            random_init_accuracy=self.random_init_accuracy,
+            seen_accuracy=[e.seen_accuracy for e in evaluations],
+            seen_loss=[e.seen_loss for e in evaluations],
+            sparsity=[e.sparsity for e in evaluations],
+            epochs_per_task=list(self.epochs_used),
+            steps_per_task=list(self.steps_used),
+            global_step=trainer.global_step,
+            seed=self.seed,
+            wall_time_s=round(self.elapsed(), 3),
+            config=self.run_config,
+        )
+
+    def write(self, record: RunResults, trainer: Trainer) -> None:
+        if self.results_path is not None and trainer.is_global_zero:
+            record.write(self.results_path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epochs_used": list(self.epochs_used),
+            "steps_used": list(self.steps_used),
+            "evaluations": [vars(e) for e in self.evaluations],
+            "random_init_accuracy": self.random_init_accuracy,
+            "elapsed_s": self.elapsed(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epochs_used = list(state["epochs_used"])
+        self.steps_used = list(state.get("steps_used", []))
+        self.evaluations = [TaskEvaluation(**e) for e in state["evaluations"]]
+        self.random_init_accuracy = state.get("random_init_accuracy")
+        self._elapsed_before = state["elapsed_s"]
