@@ -1,270 +1,118 @@
-"""``python -m lightning_cl.report RUN_DIR [RUN_DIR ...] -o OUT_DIR``: the notebook's tables
-(SPEC.md, ``lightning_cl.spec_targets``) side by side with ours, as ``OUT_DIR/report.md``.
-
-``python -m lightning_cl.report --study --seeds 0 1 2 --jobs 2 -o OUT_DIR`` first runs every
-notebook experiment (``STUDY``) for each seed into ``--root`` (default ``lightning_logs/study``),
-several at once, skipping runs that already finished, then writes the report over them.
+"""``python -m lightning_cl.report RUN_DIR [RUN_DIR ...] -o OUT_DIR``: compare any set of runs.
 
 Each RUN_DIR is a run's log directory (with ``results.json``) or any folder above such
-directories (e.g. ``lightning_logs``). A run is matched to a notebook experiment by its
-resolved config (``results.json["config"]``: data.tasks, model.norm, model.dropout,
-model.lambda_l1, the trainer callbacks); runs of the same experiment with different seeds are
-summarised as mean ± std. Rows without a complete run are shown as "not run". The runs' PNGs
-are copied beside the report and linked from it.
+directories (e.g. ``lightning_logs``). Writes into OUT_DIR:
+
+* ``report.md``: a table per benchmark x scenario (each method's ACC, BWT, FWT, forgetting
+  and learning accuracy, mean ± std over seeds, n), then, when there are runs of the
+  notebook's experiments, the notebook's tables side by side with ours;
+* ``summary.json``: the same groups as data (format in README.md);
+* ``acc_<benchmark>_<scenario>.png``: ACC on the tasks seen so far against the number of
+  tasks trained, a line per method with a band over seeds; and the runs' own PNGs.
+
+A ``results.json`` that cannot be read, or lacks keys, is named in a warning and skipped.
+``python -m lightning_cl.report --study ...`` first runs every notebook experiment (see
+``lightning_cl.study``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import re
-import shutil
-import statistics
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from lightning_cl.comparison import Group, LoadedRun, acc_curve, group_runs, load_runs, summary
+from lightning_cl.notebook_report import copy_pictures, notebook_runs, render_notebook
+from lightning_cl.plots import acc_curve_figure, save_figure
 from lightning_cl.results import RESULTS_FILE
-from lightning_cl.spec_targets import SECTIONS, TARGETS, Column, Experiment, Target
 from lightning_cl.study import CONFIG_DIR, run_study
 
 REPORT_FILE = "report.md"
+SUMMARY_FILE = "summary.json"
 
 
-# SPEC.md's protocol: a run that departs from it (a shortened test run, another optimiser
-# setting) is listed but kept out of the comparison unless asked for.
-PROTOCOL_BATCH_SIZE = 64
-PROTOCOL_EPOCHS = 5  # per task, unless an accuracy threshold ends tasks (OGD: up to ~30)
-PROTOCOL_LR = {"none": 1e-3, "ogd": 1e-4}
+def _cell(stats: dict) -> str:
+    if stats["mean"] is None:
+        return "—"
+    return f"{stats['mean']:.4f}" if stats["std"] is None else f"{stats['mean']:.4f} ± {stats['std']:.4f}"
 
 
-@dataclass
-class Run:
-    path: Path
-    results: dict
-    experiment: Experiment | None
-    deviations: list[str]
-
-    @property
-    def seed(self):
-        return self.results.get("seed", (self.results.get("config") or {}).get("seed_everything"))
-
-
-def experiment_of(config: dict | None) -> Experiment | None:
-    """The notebook experiment that a resolved run config describes (None if it cannot tell)."""
-    if not config:
-        return None
-    try:
-        tasks = config["data"]["tasks"]
-        model = config["model"]
-    except (KeyError, TypeError):
-        return None
-    callbacks = (config.get("trainer") or {}).get("callbacks") or []
-    if isinstance(callbacks, dict):
-        callbacks = [callbacks]
-    method, threshold = "none", None
-    for cb in callbacks:
-        if not isinstance(cb, dict):
-            continue
-        name = str(cb.get("class_path", "")).rsplit(".", 1)[-1].lower()
-        if "ogd" in name or "orthogonal" in name:
-            method = "ogd"
-        for key, value in (cb.get("init_args") or {}).items():
-            if "threshold" in key.lower() and isinstance(value, (int, float)):
-                threshold = float(value)
-    return Experiment(
-        kind="concurrent" if len(tasks) == 1 else "sequential",
-        norm=model.get("norm", "none"),
-        dropout=float(model.get("dropout", 0.0) or 0.0),
-        lambda_l1=float(model.get("lambda_l1", 0.0) or 0.0),
-        method=method,
-        threshold=threshold,
-    )
+def comparison_tables(groups: Sequence[Group], pictures: dict[tuple[str, str], str]) -> list[str]:
+    """One table per benchmark x scenario, methods as rows."""
+    lines = ["## Methods compared", "",
+             "Mean ± std over seeds (n). ACC: mean final accuracy over the tasks; BWT: final minus just-learnt "
+             "accuracy (negative: forgetting); FWT: accuracy on a task before training it minus a random "
+             "network's; forgetting: drop from the best earlier accuracy; learning acc: mean just-learnt accuracy.",
+             ""]
+    if not groups:
+        return lines + ["No complete runs.", ""]
+    for key in dict.fromkeys((g.benchmark, g.scenario) for g in groups):
+        lines += [f"### {key[0]}, {key[1]}-incremental", "",
+                  "| method | n | ACC | BWT | FWT | forgetting | learning acc |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for g in (g for g in groups if (g.benchmark, g.scenario) == key):
+            cells = [_cell(g.stats(m)) for m in ("acc", "bwt", "fwt", "forgetting", "learning_acc")]
+            lines.append(f"| {g.label()} | {len(g.runs)} | " + " | ".join(cells) + " |")
+        lines.append("")
+        if key in pictures:
+            lines += [f"![ACC by tasks trained]({pictures[key]})", ""]
+    return lines
 
 
-def deviations_of(config: dict | None, experiment: Experiment | None) -> list[str]:
-    """How a run's config departs from SPEC.md's protocol for its experiment (empty: it follows it)."""
-    if experiment is None:
-        return ["config not recognised"]
-    found = []
-    trainer, model, data = config.get("trainer") or {}, config.get("model") or {}, config.get("data") or {}
-    for key in ("limit_train_batches", "limit_val_batches"):
-        if trainer.get(key) not in (None, 1.0):
-            found.append(f"trainer.{key}={trainer[key]}")
-    if trainer.get("max_steps", -1) not in (None, -1):
-        found.append(f"trainer.max_steps={trainer['max_steps']}")
-    epochs = (config.get("task_loop") or {}).get("epochs_per_task")
-    if experiment.threshold is None and epochs != PROTOCOL_EPOCHS:
-        found.append(f"task_loop.epochs_per_task={epochs}")
-    if data.get("batch_size", PROTOCOL_BATCH_SIZE) != PROTOCOL_BATCH_SIZE:
-        found.append(f"data.batch_size={data['batch_size']}")
-    if model.get("optimizer", "adam") != "adam":
-        found.append(f"model.optimizer={model['optimizer']}")
-    lr = model.get("lr", PROTOCOL_LR[experiment.method])
-    if not math.isclose(lr, PROTOCOL_LR.get(experiment.method, lr)):
-        found.append(f"model.lr={lr}")
-    return found
-
-
-def find_runs(dirs: Sequence[str | Path]) -> list[Run]:
-    """The runs under ``dirs`` (each a run directory or a folder above run directories)."""
-    paths: list[Path] = []
-    for d in map(Path, dirs):
-        if (d / RESULTS_FILE).is_file():
-            paths.append(d / RESULTS_FILE)
-        elif d.is_dir():
-            paths.extend(sorted(d.rglob(RESULTS_FILE)))
-        else:
-            raise FileNotFoundError(f"{d}: no such run directory")
-    runs = []
-    for p in dict.fromkeys(p.resolve() for p in paths):
-        results = json.loads(p.read_text())
-        experiment = experiment_of(results.get("config"))
-        runs.append(Run(p.parent, results, experiment, deviations_of(results.get("config"), experiment)))
-    return runs
-
-
-def compared_runs(runs: list[Run], include_deviating: bool = False) -> list[Run]:
-    """The complete runs that enter the tables: one per (experiment, seed), the newest."""
-    chosen: dict[tuple, Run] = {}
-    for run in sorted(runs, key=lambda r: (r.path / RESULTS_FILE).stat().st_mtime):
-        if run.experiment is None or not run.results.get("complete"):
-            continue
-        if run.deviations and not include_deviating:
-            continue
-        chosen[(run.experiment, run.seed)] = run
-    return list(chosen.values())
-
-
-def measured(results: dict, column: Column) -> float | None:
-    """A run's value in ``column`` (sparsity: over both layers), or None if the run lacks it."""
-    series = results.get(column.measure) or []
-    try:
-        value = series[column.task]
-    except IndexError:
-        return None
-    if isinstance(value, dict):
-        value = value.get("overall")
-    return None if value is None else float(value)
-
-
-def summarise(values: list[float], digits: int) -> str:
-    if not values:
-        return "not run"
-    mean = statistics.fmean(values)
-    if len(values) == 1:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
-def _digits(column: Column) -> int:
-    return 3 if column.measure == "seen_loss" else 4
-
-
-def target_rows(target: Target, runs: list[Run]) -> tuple[list[str], list[str], int]:
-    """The notebook's row and ours (cells), and how many runs ours summarises."""
-    mine = [r for r in runs if r.experiment == target.experiment]
-    ours = []
-    for column in target.columns:
-        values = [v for r in mine if (v := measured(r.results, column)) is not None and math.isfinite(v)]
-        ours.append(summarise(values, _digits(column)))
-    return [v or "—" for v in target.values], ours, len(mine)
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-
-
-def copy_pictures(runs: list[Run], out: Path) -> dict[Path, list[str]]:
-    """Copy each run's PNGs into ``out/runs/<experiment>_seed<seed>/``; return the relative paths."""
-    pictures: dict[Path, list[str]] = {}
-    used: set[str] = set()
-    for run in runs:
-        pngs = sorted(run.path.glob("*.png"))
-        if not pngs:
-            continue
-        name = f"{_slug(run.experiment.label()) if run.experiment else 'run'}_seed{run.seed}"
-        base, k = name, 1
-        while name in used:
-            k += 1
-            name = f"{base}_{k}"
-        used.add(name)
-        dest = out / "runs" / name
-        dest.mkdir(parents=True, exist_ok=True)
-        for png in pngs:
-            shutil.copy2(png, dest / png.name)
-        pictures[run.path] = [f"runs/{name}/{png.name}" for png in pngs]
+def draw_acc_curves(groups: Sequence[Group], out: Path) -> dict[tuple[str, str], str]:
+    """A PNG per benchmark x scenario; returns the relative paths."""
+    pictures = {}
+    for key in dict.fromkeys((g.benchmark, g.scenario) for g in groups):
+        curves = []
+        for g in (g for g in groups if (g.benchmark, g.scenario) == key):
+            rows = [acc_curve(r.record) for r in g.runs]
+            if len({len(r) for r in rows}) == 1:
+                curves.append((g.label(), np.array(rows)))
+        name = f"acc_{key[0]}_{key[1]}.png"
+        save_figure(acc_curve_figure(curves, f"{key[0]}, {key[1]}-incremental"), out / name)
+        pictures[key] = name
     return pictures
 
 
-def render(runs: list[Run], pictures: dict[Path, list[str]], include_deviating: bool = False) -> str:
-    compared = compared_runs(runs, include_deviating)
-    lines = ["# lightning-cl: the notebook's results and ours", ""]
-    lines += [
-        f"{len(runs)} run(s) found, {len(compared)} compared. Each row: the notebook's single run, then ours "
-        "(mean ± std over seeds when several; n = seeds). Notebook values are as printed in SPEC.md. "
-        + ("Runs that depart from SPEC.md's protocol are included." if include_deviating else
-           "Incomplete runs and runs that depart from SPEC.md's protocol (see Runs) are left out."), "",
-    ]
-    for section in SECTIONS:
-        targets = [t for t in TARGETS if t.section == section]
-        columns = targets[0].columns if len({t.columns for t in targets}) == 1 else None
-        lines += [f"## {section}", ""]
-        if columns is None:  # rows with different columns: one small table each
-            for target in targets:
-                lines += _table([target], target.columns, compared)
-        else:
-            lines += _table(targets, columns, compared)
-    lines += ["## Runs", "", "| run | experiment | seed | complete | compared | departs from protocol | "
-              "final seen acc | wall time (s) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for run in runs:
-        final = run.results.get("final_seen_accuracy")
-        lines.append(
-            f"| `{run.path}` | {run.experiment.label() if run.experiment else '?'} | {run.seed} | "
-            f"{run.results.get('complete')} | {'yes' if any(run is c for c in compared) else 'no'} | "
-            f"{', '.join(run.deviations) or '—'} | {'—' if final is None else f'{final:.4f}'} | "
-            f"{run.results.get('wall_time_s', '—')} |"
-        )
-    lines.append("")
-    if pictures:
-        lines += ["## Pictures", ""]
-        for run in runs:
-            if run.path in pictures:
-                label = run.experiment.label() if run.experiment else str(run.path)
-                lines += [f"### {label}, seed {run.seed}", ""]
-                lines += [f"![{Path(p).stem}]({p})" for p in pictures[run.path]]
-                lines.append("")
-    return "\n".join(lines)
-
-
-def _table(targets: list[Target], columns: tuple[Column, ...], runs: list[Run]) -> list[str]:
-    lines = ["| row | source | " + " | ".join(c.label for c in columns) + " |",
-             "| --- | --- | " + " | ".join("---" for _ in columns) + " |"]
-    for target in targets:
-        notebook, ours, n = target_rows(target, runs)
-        lines.append(f"| {target.row} | notebook | " + " | ".join(notebook) + " |")
-        lines.append(f"| {target.row} | ours (n={n}) | " + " | ".join(ours) + " |")
-    return lines + [""]
-
-
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, include_deviating: bool = False) -> Path:
-    """Write ``out_dir/report.md`` (and the PNGs beside it) for the runs under ``run_dirs``."""
+    """Write ``report.md``, ``summary.json`` and the pictures for the runs under ``run_dirs``."""
     out = Path(out_dir)
+    loaded, problems = load_runs(run_dirs)
     out.mkdir(parents=True, exist_ok=True)
-    runs = find_runs(run_dirs)
+    for problem in problems:
+        print(f"warning: skipped {problem}", file=sys.stderr)
+    groups = group_runs(loaded)
+    (out / SUMMARY_FILE).write_text(json.dumps(summary(groups), indent=2) + "\n")
+    lines = ["# lightning-cl report", "",
+             f"{len(loaded)} run(s) read, {sum(r.record.complete for r in loaded)} complete, "
+             f"{len(groups)} group(s).", ""]
+    lines += comparison_tables(groups, draw_acc_curves(groups, out))
+    incomplete = [r for r in loaded if not r.record.complete]
+    if incomplete or problems:
+        lines += ["## Not compared", ""]
+        lines += [f"- `{r.path / RESULTS_FILE}`: incomplete ({r.record.tasks_done} of {len(r.record.tasks)} tasks"
+                  f"{', ' + r.record.error if r.record.error else ''})" for r in incomplete]
+        lines += [f"- unreadable: {p}" for p in problems]
+        lines.append("")
+    runs = notebook_runs(loaded)
+    if any(r.experiment is not None for r in runs):
+        lines.append(render_notebook(runs, copy_pictures(runs, out), include_deviating))
     path = out / REPORT_FILE
-    path.write_text(render(runs, copy_pictures(runs, out), include_deviating))
+    path.write_text("\n".join(lines))
     return path
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lightning_cl.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="*", help="run directories (with results.json) or folders above them")
-    parser.add_argument("-o", "--out", required=True, help="output directory for report.md and the pictures")
+    parser.add_argument("-o", "--out", required=True, help="output directory for report.md, summary.json, pictures")
     parser.add_argument("--include-deviating", action="store_true",
-                        help="also compare runs that depart from SPEC.md's protocol (shortened test runs)")
-    study = parser.add_argument_group("the whole study (runs what is missing, then reports)")
+                        help="also compare runs that depart from the notebook's protocol in its tables")
+    study = parser.add_argument_group("the notebook's whole study (runs what is missing, then reports)")
     study.add_argument("--study", action="store_true", help="run every notebook experiment first")
     study.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     study.add_argument("--jobs", type=int, default=1, help="runs at a time")

@@ -7,7 +7,6 @@ writes the report over the runs.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lightning_cl.results import RESULTS_FILE
+from lightning_cl.results import RESULTS_FILE, ResultsError, RunResults
 
 # Every notebook experiment of SPEC.md: (name, config file, overrides).
 STUDY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -42,10 +41,10 @@ def finished(run_root: Path) -> bool:
     """Whether a complete ``results.json`` lies under ``run_root``."""
     for path in run_root.rglob(RESULTS_FILE) if run_root.is_dir() else ():
         try:
-            if json.loads(path.read_text()).get("complete"):
+            if RunResults.read(path).complete:
                 return True
-        except (OSError, json.JSONDecodeError):
-            continue
+        except ResultsError:
+            continue  # unreadable: run it again
     return False
 
 

@@ -1,0 +1,157 @@
+"""Compare any set of runs: group them by what their ``results.json`` records (benchmark,
+scenario, method, and every setting that differs between runs of the same method), and
+summarise each group over its seeds (mean ± std of ACC, BWT, FWT, forgetting, learning
+accuracy). Directory and config-file names play no part.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightning_cl.results import RESULTS_FILE, ResultsError, RunResults
+
+SUMMARY_FORMAT_VERSION = 1
+METRICS = ("acc", "bwt", "fwt", "forgetting", "learning_acc")
+
+# Config keys that do not change what a run computes, so never tell groups apart.
+NOT_SETTINGS = {
+    "seed_everything", "ckpt_path", "weights_only", "trainer.default_root_dir", "trainer.enable_progress_bar",
+    "trainer.enable_model_summary", "trainer.logger", "trainer.log_every_n_steps", "trainer.enable_checkpointing",
+    "trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.num_nodes",
+    "data.data_dir", "data.download", "data.init_args.data_dir", "data.init_args.download",
+}
+# Callbacks that only observe (pictures, progress, checkpoints).
+OBSERVERS = ("lightning_cl.diagnostics", "lightning.pytorch.callbacks")
+
+
+@dataclass
+class LoadedRun:
+    path: Path  # the run directory
+    record: RunResults
+
+    @property
+    def mtime(self) -> float:
+        return (self.path / RESULTS_FILE).stat().st_mtime
+
+
+@dataclass
+class Group:
+    benchmark: str
+    scenario: str
+    method: str
+    settings: dict[str, Any]
+    runs: list[LoadedRun] = field(default_factory=list)
+
+    def values(self, metric: str) -> list[float]:
+        return [v for r in self.runs if (v := r.record.metrics()[metric]) is not None and math.isfinite(v)]
+
+    def stats(self, metric: str) -> dict[str, float | None]:
+        values = self.values(metric)
+        return {"mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else None}
+
+    def label(self) -> str:
+        if not self.settings:
+            return self.method
+        return f"{self.method} ({', '.join(f'{k}={_short(v)}' for k, v in self.settings.items())})"
+
+
+def _short(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def find_results(dirs: Sequence[str | Path]) -> list[Path]:
+    """Every ``results.json`` under ``dirs`` (each a run directory or a folder above run directories)."""
+    paths: list[Path] = []
+    for d in map(Path, dirs):
+        if (d / RESULTS_FILE).is_file():
+            paths.append(d / RESULTS_FILE)
+        elif d.is_dir():
+            paths.extend(sorted(d.rglob(RESULTS_FILE)))
+        else:
+            raise FileNotFoundError(f"{d}: no such run directory")
+    return list(dict.fromkeys(p.resolve() for p in paths))
+
+
+def load_runs(dirs: Sequence[str | Path]) -> tuple[list[LoadedRun], list[str]]:
+    """The readable runs under ``dirs``, and one message for each file that could not be read."""
+    runs, problems = [], []
+    for path in find_results(dirs):
+        try:
+            runs.append(LoadedRun(path.parent, RunResults.read(path)))
+        except ResultsError as err:
+            problems.append(str(err))
+    return runs, problems
+
+
+def flat_settings(config: dict | None) -> dict[str, Any]:
+    """A run's resolved config as ``{"model.lr": 0.001, "callbacks.EWC.lam": 1e5, ...}``, without
+    what does not change the computation (paths, seed, progress bars, observing callbacks)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = value
+
+    config = dict(config or {})
+    callbacks = (config.get("trainer") or {}).get("callbacks") or []
+    for cb in callbacks if isinstance(callbacks, list) else [callbacks]:
+        if isinstance(cb, dict) and not str(cb.get("class_path", "")).startswith(OBSERVERS):
+            name = str(cb.get("class_path", "")).rsplit(".", 1)[-1]
+            walk(f"callbacks.{name}", cb.get("init_args") or {"on": True})
+    walk("", {k: v for k, v in config.items() if k != "trainer"})
+    walk("trainer", {k: v for k, v in (config.get("trainer") or {}).items() if k != "callbacks"})
+    return {k: v for k, v in flat.items() if k not in NOT_SETTINGS}
+
+
+def group_runs(runs: Sequence[LoadedRun]) -> list[Group]:
+    """Complete runs grouped by (benchmark, scenario, method, differing settings); within a group
+    one run per seed, the newest."""
+    complete = sorted((r for r in runs if r.record.complete), key=lambda r: r.mtime)
+    by_method: dict[tuple[str, str, str], list[LoadedRun]] = {}
+    for run in complete:
+        rec = run.record
+        by_method.setdefault((rec.benchmark, rec.scenario, rec.method), []).append(run)
+    groups: list[Group] = []
+    for (benchmark, scenario, method), members in sorted(by_method.items()):
+        settings = [flat_settings(r.record.config) for r in members]
+        keys = sorted({k for s in settings for k in s})
+        differing = [k for k in keys if len({json.dumps(s.get(k), sort_keys=True) for s in settings}) > 1]
+        by_setting: dict[str, Group] = {}
+        for run, s in zip(members, settings):
+            chosen = {k: s.get(k) for k in differing}
+            key = json.dumps(chosen, sort_keys=True)
+            group = by_setting.setdefault(key, Group(benchmark, scenario, method, chosen))
+            group.runs = [r for r in group.runs if r.record.seed != run.record.seed] + [run]
+        groups.extend(by_setting[k] for k in sorted(by_setting))
+    return groups
+
+
+def summary(groups: Sequence[Group]) -> dict[str, Any]:
+    """``summary.json``: one entry per group (format in README.md)."""
+    return {
+        "format_version": SUMMARY_FORMAT_VERSION,
+        "groups": [
+            {
+                "benchmark": g.benchmark, "scenario": g.scenario, "method": g.method, "settings": g.settings,
+                "n_seeds": len(g.runs), "seeds": [r.record.seed for r in g.runs],
+                **{m: g.stats(m) for m in METRICS},
+                "runs": [str(r.path) for r in g.runs],
+            }
+            for g in groups
+        ],
+    }
+
+
+def acc_curve(record: RunResults) -> list[float]:
+    """ACC on the tasks seen so far after each task: ``mean_{j<=k} R[k][j]``."""
+    return [statistics.fmean(row[: k + 1]) for k, row in enumerate(record.accuracy_matrix)]
