@@ -39,13 +39,46 @@ def test_bad_settings_fail_before_training_and_name_the_setting(override, messag
     assert not root.exists()  # nothing trained, nothing written
 
 
-@pytest.mark.parametrize("config", sorted((REPO / "configs/split_mnist").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*/*.yaml")), ids=lambda p: p.parent.name + "/" + p.stem)
 def test_every_config_parses(config, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_cli(["fit", "-c", str(config), "--print_config"])
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
     assert "task_loop:" in printed and "accelerator: cpu" in printed
+
+
+BAD_BENCHMARK = [
+    ("benchmarks/split_mnist.yaml", ["--data.scenario", "everything"], "Expected a typing.Literal['class', 'task', 'domain']"),
+    ("benchmarks/rotated_mnist.yaml", ["--data.angles", "[]"], "data.angles is empty"),
+    ("benchmarks/permuted_mnist.yaml", ["--data.num_tasks", "0"], "data.num_tasks=0"),
+    ("benchmarks/split_mnist.yaml", ["--data.scenario", "domain", "--data.tasks", "[[0, 1], [2, 3, 4]]"],
+     "every task needs the same number of classes"),
+    ("split_mnist/sequential.yaml", ["--task_loop.steps_per_task", "100"],
+     "task_loop.epochs_per_task=5 and task_loop.steps_per_task=100 are both set"),
+    ("benchmarks/split_mnist.yaml", ["--model.hidden", "[]"], "model.hidden=[]"),
+]
+
+
+@pytest.mark.parametrize("config, override, message", BAD_BENCHMARK, ids=[m[:30] for _, _, m in BAD_BENCHMARK])
+def test_bad_benchmark_settings_fail_before_training_and_name_the_setting(config, override, message, tmp_path,
+                                                                          capsys):
+    root = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "-c", str(REPO / "configs" / config), "--trainer.default_root_dir", str(root), *override])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not root.exists()
+
+
+def test_the_data_decides_the_output_layer(capsys):
+    from lightning_cl.cli import run_cli as cli
+
+    for config, override, outputs in [("split_mnist/sequential.yaml", [], 10),
+                                      ("benchmarks/split_mnist.yaml", ["--data.scenario", "domain"], 2),
+                                      ("benchmarks/permuted_mnist.yaml", ["--data.scenario", "class"], 100)]:
+        built = cli(["-c", str(REPO / "configs" / config), *override, "--trainer.logger", "false"], run=False)
+        assert built.model.network.head.out_features == outputs == built.datamodule.num_outputs
 
 
 def test_the_notebook_experiments_have_configs():
@@ -111,9 +144,9 @@ class WritesAFileWhenUnpickled:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(mnist_dir, tmp_path_factory):
+def checkpoint(_verified_mnist_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt")
-    run_cli(["fit", "-c", str(REPO / "configs/split_mnist/sequential.yaml"), "--data.data_dir", mnist_dir,
+    run_cli(["fit", "-c", str(REPO / "configs/split_mnist/sequential.yaml"), "--data.data_dir", _verified_mnist_dir,
              "--trainer.default_root_dir", str(root), "--trainer.limit_train_batches", "2",
              "--task_loop.epochs_per_task", "1", "--trainer.enable_progress_bar", "false"])
     (path,) = root.rglob("last.ckpt")
