@@ -160,15 +160,18 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(f"error: {err}")
 
 
-def run_cli(args: list[str] | None = None, run: bool = True) -> ContinualCLI:
-    """The CLI on ``args``; ``run=False`` builds the trainer, model and data without a subcommand."""
-    return ContinualCLI(
-        ContinualClassifier,
-        TaskDataModule,
+def cli_kwargs() -> dict:
+    """How ``lightning-cl`` builds its LightningCLI (the study's config resolver uses the same)."""
+    return dict(
+        model_class=ContinualClassifier,
+        datamodule_class=TaskDataModule,
         subclass_mode_data=True,
         seed_everything_default=0,
         trainer_defaults=TRAINER_DEFAULTS,
-        args=args,
-        run=run,
         auto_configure_optimizers=False,  # the optimiser is model.optimizer / model.lr
     )
+
+
+def run_cli(args: list[str] | None = None, run: bool = True) -> ContinualCLI:
+    """The CLI on ``args``; ``run=False`` builds the trainer, model and data without a subcommand."""
+    return ContinualCLI(**cli_kwargs(), args=args, run=run)

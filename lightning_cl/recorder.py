@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_cl.comparison import flat_settings
 from lightning_cl.evaluation import TaskEvaluation, evaluate_tasks
 from lightning_cl.method import method_name
 from lightning_cl.results import RESULTS_FILE, RunResults
@@ -68,6 +70,20 @@ class RunRecorder:
             f"ACC {record.metrics()['acc']:.4f}, sparsity {evaluation.sparsity['overall']:.3f}"
         )
         self.write(record, trainer)
+        if record.complete:
+            self._log_hparams(trainer, record)
+
+    def _log_hparams(self, trainer: Trainer, record: RunResults) -> None:
+        """The run's settings and final metrics in TensorBoard's HParams view, so that
+        ``tensorboard --logdir ROOT`` compares every run of a study."""
+        params = {"benchmark": record.benchmark, "scenario": record.scenario, "method": record.method,
+                  "seed": record.seed if record.seed is not None else -1}
+        params |= {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                   for k, v in flat_settings(record.config).items()}
+        metrics = {f"hparams/{k}": v for k, v in record.metrics().items() if v is not None}
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.log_hyperparams(params, metrics)
 
     def elapsed(self) -> float:
         return self._elapsed_before + time.perf_counter() - self._fit_start

@@ -11,8 +11,7 @@ directories (e.g. ``lightning_logs``). Writes into OUT_DIR:
   tasks trained, a line per method with a band over seeds; and the runs' own PNGs.
 
 A ``results.json`` that cannot be read, or lacks keys, is named in a warning and skipped.
-``python -m lightning_cl.report --study ...`` first runs every notebook experiment (see
-``lightning_cl.study``).
+A study (``lightning-cl-study``) ends with this report over its runs.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from lightning_cl.comparison import Group, LoadedRun, acc_curve, group_runs, loa
 from lightning_cl.notebook_report import copy_pictures, notebook_runs, render_notebook
 from lightning_cl.plots import acc_curve_figure, save_figure
 from lightning_cl.results import RESULTS_FILE
-from lightning_cl.study import CONFIG_DIR, run_study
 
 REPORT_FILE = "report.md"
 SUMMARY_FILE = "summary.json"
@@ -112,24 +110,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("-o", "--out", required=True, help="output directory for report.md, summary.json, pictures")
     parser.add_argument("--include-deviating", action="store_true",
                         help="also compare runs that depart from the notebook's protocol in its tables")
-    study = parser.add_argument_group("the notebook's whole study (runs what is missing, then reports)")
-    study.add_argument("--study", action="store_true", help="run every notebook experiment first")
-    study.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    study.add_argument("--jobs", type=int, default=1, help="runs at a time")
-    study.add_argument("--root", default="lightning_logs/study", help="where the study's runs go")
-    study.add_argument("--diagnostics", action="store_true", help="draw the diagnostics in every run")
     args = parser.parse_args(argv)
-    if not args.study and not args.run_dirs:
-        parser.error("give run directories, or --study")
-    if args.jobs < 1:
-        parser.error(f"--jobs={args.jobs} must be at least 1")
-    run_dirs = list(args.run_dirs)
-    if args.study:
-        extra = ["-c", str(CONFIG_DIR / "diagnostics.yaml")] if args.diagnostics else []
-        run_study(args.root, args.seeds, args.jobs, extra)
-        run_dirs.append(args.root)
+    if not args.run_dirs:
+        parser.error("give run directories (or run a study: lightning-cl-study configs/studies/notebook.yaml)")
     try:
-        path = write_report(run_dirs, args.out, args.include_deviating)
+        path = write_report(args.run_dirs, args.out, args.include_deviating)
     except FileNotFoundError as err:
         parser.error(str(err))
     print(f"report: {path}")

@@ -101,7 +101,7 @@ def test_console_script_runs_a_shrunk_sequence_and_prints_where_results_are(mnis
     assert f"results: {path}" in out.stdout
     results = json.loads(path.read_text())
     assert results["seed"] == 7 and results["config"]["model"]["lambda_l1"] == 0.1
-    assert results["config"]["data"]["tasks"] == results["tasks"] and len(results["seen_accuracy"]) == 5
+    assert results["config"]["data"]["init_args"]["tasks"] == results["tasks"] and len(results["seen_accuracy"]) == 5
     # A second run never replaces the first one's results.
     subprocess.run(out.args, capture_output=True, text=True, cwd=REPO, check=True)
     assert len(list(tmp_path.rglob("results.json"))) == 2 and json.loads(path.read_text()) == results

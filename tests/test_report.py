@@ -81,19 +81,3 @@ def test_report_refuses_a_missing_directory(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "nope"), "-o", str(tmp_path / "out")])
     assert "no such run directory" in capsys.readouterr().err
-
-
-def test_study_runs_every_experiment_and_seed_once_and_skips_finished_runs(tmp_path):
-    from lightning_cl.study import STUDY, run_study
-
-    root = tmp_path / "study"
-    _write_run(root / "sequential" / "seed1", "version_0", _config(SEQ, seed=1), [0.9] * 5, png=False)
-    _write_run(root / "sequential_bn" / "seed0", "version_0", _config(SEQ, seed=0), [0.9], complete=False)
-    calls = []
-    done = run_study(root, [0, 1], jobs=2, runner=lambda run_root, command, threads: calls.append(command) or 0)
-    assert len(done) == len(calls) == 2 * len(STUDY) - 1  # sequential seed 1 is finished; seed 0 of bn is redone
-    commands = [" ".join(c) for c in calls]
-    assert sum("split_mnist/sequential_bn.yaml" in c for c in commands) == 2
-    assert all("--seed_everything" in c and "--trainer.default_root_dir" in c for c in commands)
-    configs = {Path(c[c.index("-c") + 1]) for c in calls}
-    assert all(p.exists() for p in configs), "a study config file is missing"

@@ -1,0 +1,3 @@
+from lightning_cl.study.runner import main
+
+main()

@@ -1,0 +1,211 @@
+"""A study file and the runs it expands to.
+
+A study file (YAML) names experiments; each has base configs (the ``-c`` list), optional
+fixed ``overrides``, optional named ``variants`` (extra configs and overrides, e.g. one per
+scenario) and an optional ``grid`` (every combination of the listed values). Every
+experiment x variant x grid point runs once per seed::
+
+    description: what this study is for
+    seeds: [0, 1, 2]
+    experiments:
+      - name: ewc
+        configs: [benchmarks/split_mnist.yaml, methods/ewc.yaml]
+        variants:
+          task: {overrides: {data.scenario: task}}
+          class: {overrides: {data.scenario: class}}
+        grid: {model.lr: [0.001, 0.0001]}
+    executor: {jobs: 2}        # optional defaults for the command line's executor options
+
+Config paths are relative to the study file's folder, else to the repository's ``configs/``.
+A run is identified by a hash of its resolved config and seed (:func:`run_id`), so a run
+that finished is recognised whatever study, name or order produced it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lightning_cl.study import CONFIG_DIR
+
+STUDY_KEYS = {"description", "seeds", "experiments", "executor"}
+EXPERIMENT_KEYS = {"name", "configs", "overrides", "variants", "grid"}
+VARIANT_KEYS = {"configs", "overrides"}
+EXECUTOR_KEYS = {"executor", "jobs", "threads", "partition", "time", "gpus_per_job", "chunk_size", "jobs_per_gpu"}
+# Settings that do not change what a run computes: left out of its identity.
+NOT_IDENTITY = ("ckpt_path", "trainer.default_root_dir", "trainer.enable_progress_bar", "data.init_args.data_dir",
+                "data.init_args.download")
+
+
+class StudyError(ValueError):
+    """A study file that cannot be run; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a study: its name, its command-line arguments (without the run directory),
+    its seed and identity."""
+
+    name: str
+    args: tuple[str, ...]
+    seed: int
+    run_id: str
+
+    def directory(self, root: Path) -> Path:
+        return Path(root) / self.name / f"seed{self.seed}-{self.run_id}"
+
+
+@dataclass
+class Study:
+    path: Path
+    description: str
+    seeds: list[int]
+    experiments: list[dict[str, Any]]
+    executor: dict[str, Any]
+
+
+def _check_keys(where: str, given: dict, allowed: set[str]) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise StudyError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}.")
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and check a study file (keys, config files, value types); nothing is run."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise StudyError(f"{path}: cannot be read ({err.strerror or err}).") from None
+    except yaml.YAMLError as err:
+        raise StudyError(f"{path}: not valid YAML ({err}).") from None
+    if not isinstance(data, dict):
+        raise StudyError(f"{path}: a study file is a mapping with keys {', '.join(sorted(STUDY_KEYS))}.")
+    _check_keys(str(path), data, STUDY_KEYS)
+    experiments = data.get("experiments") or []
+    if not isinstance(experiments, list) or not experiments:
+        raise StudyError(f"{path}: 'experiments' must be a non-empty list.")
+    names = set()
+    for i, exp in enumerate(experiments):
+        where = f"{path}: experiments[{i}]"
+        if not isinstance(exp, dict) or "name" not in exp or "configs" not in exp:
+            raise StudyError(f"{where} needs a 'name' and a list of 'configs'.")
+        _check_keys(where, exp, EXPERIMENT_KEYS)
+        if exp["name"] in names:
+            raise StudyError(f"{where}: the name {exp['name']!r} is used twice.")
+        names.add(exp["name"])
+        for name, variant in (exp.get("variants") or {}).items():
+            _check_keys(f"{where}.variants.{name}", variant or {}, VARIANT_KEYS)
+        for key, values in (exp.get("grid") or {}).items():
+            if not isinstance(values, list):
+                raise StudyError(f"{where}.grid.{key} must be a list of values.")
+        for config in list(exp["configs"]) + [c for v in (exp.get("variants") or {}).values()
+                                              for c in (v or {}).get("configs", [])]:
+            resolve_config(config, path)
+    _check_keys(f"{path}: executor", data.get("executor") or {}, EXECUTOR_KEYS)
+    seeds = data.get("seeds", [0])
+    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+        raise StudyError(f"{path}: 'seeds' must be a list of integers.")
+    return Study(path, data.get("description", ""), seeds, experiments, dict(data.get("executor") or {}))
+
+
+def resolve_config(config: str, study_path: Path) -> Path:
+    for base in (study_path.parent, CONFIG_DIR):
+        if (base / config).is_file():
+            return (base / config).resolve()
+    raise StudyError(f"{study_path}: config {config!r} does not exist (looked in {study_path.parent} and {CONFIG_DIR}).")
+
+
+def _value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
+
+
+def expand(study: Study, seeds: list[int] | None = None) -> list[tuple[str, list[str], int]]:
+    """``(name, args, seed)`` of every run: experiments x variants x grid x seeds."""
+    runs = []
+    for exp in study.experiments:
+        variants = exp.get("variants") or {"": {}}
+        grid = exp.get("grid") or {}
+        points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+        for (variant_name, variant), point in itertools.product(variants.items(), points):
+            variant = variant or {}
+            configs = [*exp["configs"], *variant.get("configs", [])]
+            overrides = {**(exp.get("overrides") or {}), **variant.get("overrides", {}), **point}
+            args = [a for c in configs for a in ("-c", str(resolve_config(c, study.path)))]
+            args += [a for k, v in overrides.items() for a in (f"--{k}", _value(v))]
+            name = "/".join(filter(None, [exp["name"], variant_name, _slug(",".join(f"{k}={_value(v)}"
+                                                                                       for k, v in point.items()))]))
+            for seed in seeds if seeds is not None else study.seeds:
+                runs.append((name, args, seed))
+    if not runs:
+        raise StudyError(f"{study.path}: the study expands to no runs (an empty grid list, or no seeds).")
+    return runs
+
+
+class Resolver:
+    """Resolves run arguments to the full config with the CLI's own parser (built once), which
+    also rejects unknown settings and bad values before anything runs."""
+
+    def __init__(self) -> None:
+        from lightning_cl.cli import ContinualCLI, cli_kwargs
+
+        class ParseOnly(ContinualCLI):
+            def instantiate_classes(self) -> None:
+                pass
+
+            def after_instantiate_classes(self) -> None:
+                pass
+
+        self.parser = ParseOnly(**cli_kwargs(), args=[], run=False).parser
+
+    def spec(self, name: str, args: list[str], seed: int) -> RunSpec:
+        full = [*args, "--seed_everything", str(seed)]
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                config = self.parser.parse_args(full)
+        except SystemExit:
+            message = err.getvalue().strip().splitlines()
+            raise StudyError(f"run {name} (seed {seed}): {' '.join(full)}\n  " + "\n  ".join(
+                line for line in message if not line.lstrip().startswith("[") and "usage:" not in line)) from None
+        resolved = json.loads(self.parser.dump(config, format="json", skip_none=False))
+        return RunSpec(name, tuple(full), seed, run_id(resolved))
+
+
+def run_id(resolved: dict[str, Any]) -> str:
+    """A short hash of what decides a run's results: its resolved config (the seed included)."""
+    config = json.loads(json.dumps(resolved))
+    for key in NOT_IDENTITY:
+        *parents, last = key.split(".")
+        node = config
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def plan(study: Study, seeds: list[int] | None = None) -> list[RunSpec]:
+    """Every run of ``study`` as a :class:`RunSpec`; raises :class:`StudyError` on any bad setting."""
+    resolver = Resolver()
+    specs = [resolver.spec(name, args, seed) for name, args, seed in expand(study, seeds)]
+    seen: dict[str, str] = {}
+    for spec in specs:
+        if spec.run_id in seen:
+            raise StudyError(f"runs {seen[spec.run_id]} and {spec.name} (seed {spec.seed}) are the same run "
+                             "(identical resolved config and seed); remove one.")
+        seen[spec.run_id] = f"{spec.name} (seed {spec.seed})"
+    return specs

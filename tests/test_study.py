@@ -1,0 +1,220 @@
+"""Studies: a study file expands to runs checked before any runs; warm workers leak nothing
+between runs; a study killed with SIGKILL and restarted finishes only what is missing; failures
+are listed; runs are claimed so that studies never share a run directory; submitit's local
+executor stands in for SLURM. Runs train on tests/synthetic.py (no MNIST), shrunk."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from lightning_cl.results import RunResults
+from lightning_cl.study.plan import StudyError, load_study, plan
+from lightning_cl.study.runner import run_study
+from lightning_cl.study.worker import claimed, complete_results
+
+TESTS = REPO / "tests"
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+SYNTHETIC = """\
+data:
+  class_path: synthetic.SyntheticTasks
+  init_args:
+    tasks: [[0, 1], [2, 3]]
+    batch_size: 32
+task_loop:
+  epochs_per_task: null
+  steps_per_task: {steps}
+"""
+
+
+def _study(tmp_path: Path, experiments: str, seeds=(0,), steps=8) -> Path:
+    (tmp_path / "synthetic.yaml").write_text(SYNTHETIC.format(steps=steps))
+    path = tmp_path / "study.yaml"
+    path.write_text(f"seeds: {list(seeds)}\nexperiments:\n{experiments}")
+    return path
+
+
+TWO = """\
+  - name: plain
+    configs: [synthetic.yaml]
+    grid:
+      model.lr: [0.001, 0.01]
+"""
+
+
+def _numbers(results: Path) -> dict:
+    data = json.loads(results.read_text())
+    for key in ("wall_time_s", "config"):
+        data.pop(key)
+    return data
+
+
+# ----------------------------------------------------------------- the study file
+def test_a_study_expands_to_experiments_times_variants_times_grid_times_seeds(tmp_path):
+    path = _study(tmp_path, TWO + """\
+  - name: scenarios
+    configs: [synthetic.yaml]
+    variants:
+      task: {overrides: {data.scenario: task}}
+      domain: {overrides: {data.scenario: domain}}
+""", seeds=(0, 1))
+    specs = plan(load_study(path))
+    assert len(specs) == (2 + 2) * 2
+    assert sorted({s.name for s in specs}) == ["plain/model.lr=0.001", "plain/model.lr=0.01", "scenarios/domain",
+                                               "scenarios/task"]
+    assert len({s.run_id for s in specs}) == len(specs)  # the seed is part of a run's identity
+    again = plan(load_study(path))
+    assert [s.run_id for s in again] == [s.run_id for s in specs]  # stable
+
+
+@pytest.mark.parametrize("experiments, message", [
+    ("  - name: a\n    configs: [synthetic.yaml]\n    grids: {model.lr: [0.1]}\n", "unknown key(s) grids"),
+    ("  - name: a\n    configs: [no_such.yaml]\n", "config 'no_such.yaml' does not exist"),
+    ("  - name: a\n    configs: [synthetic.yaml]\n    overrides: {model.no_such_setting: 1}\n", "no_such_setting"),
+    ("  - name: a\n    configs: [synthetic.yaml]\n    grid: {model.lr: []}\n", "expands to no runs"),
+    ("  - name: a\n    configs: [synthetic.yaml]\n  - name: b\n    configs: [synthetic.yaml]\n", "are the same run"),
+])
+def test_a_bad_study_file_fails_before_any_run(tmp_path, experiments, message, capsys):
+    path = _study(tmp_path, experiments)
+    root = tmp_path / "root"
+    with pytest.raises(StudyError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_study(path, root)
+    assert not root.exists()
+
+
+def test_the_command_line_names_the_problem_and_exits_2(tmp_path):
+    path = _study(tmp_path, "  - name: a\n    configs: [synthetic.yaml]\n    colour: blue\n")
+    out = subprocess.run([sys.executable, "-m", "lightning_cl.study", str(path), "--root", str(tmp_path / "r")],
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "unknown key(s) colour" in out.stderr and not (tmp_path / "r").exists()
+
+
+# ----------------------------------------------------------------- warm workers
+@pytest.mark.study
+def test_a_run_in_a_warm_worker_after_two_others_equals_the_same_run_in_a_fresh_process(tmp_path):
+    path = _study(tmp_path, TWO + """\
+  - name: bn
+    configs: [synthetic.yaml]
+    overrides: {model.norm: batch, model.dropout: 0.3, data.scenario: task}
+""")
+    specs = {s.name: s for s in plan(load_study(path))}
+    target = specs["bn"]
+    script = (
+        "import sys, pickle; from lightning_cl.study.worker import run_chunk; "
+        "specs = pickle.loads(bytes.fromhex(sys.argv[1])); run_chunk(specs, sys.argv[2], threads=1)"
+    )
+    import pickle
+
+    warm = [specs["plain/model.lr=0.001"], specs["plain/model.lr=0.01"], target]
+    subprocess.run([sys.executable, "-c", script, pickle.dumps(warm).hex(), str(tmp_path / "warm")],
+                   env=ENV, check=True, timeout=600)
+    fresh = subprocess.run([sys.executable, "-c", script, pickle.dumps([target]).hex(), str(tmp_path / "fresh")],
+                           env=ENV, check=True, timeout=600)
+    assert fresh.returncode == 0
+    a = complete_results(target.directory(tmp_path / "warm"))
+    b = complete_results(target.directory(tmp_path / "fresh"))
+    assert a is not None and b is not None
+    assert _numbers(a) == _numbers(b)
+
+
+# ----------------------------------------------------------------- kill, restart, failures
+def _complete_count(root: Path) -> int:
+    return sum(1 for p in root.rglob("results.json") if RunResults.read(p).complete)
+
+
+@pytest.mark.study
+def test_a_study_killed_with_sigkill_finishes_only_what_is_missing_and_reports_the_same(tmp_path):
+    experiments = """\
+  - name: plain
+    configs: [synthetic.yaml]
+    grid:
+      model.lr: [0.001, 0.003, 0.01]
+"""
+    path = _study(tmp_path, experiments, steps=40)
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    command = [sys.executable, "-m", "lightning_cl.study", str(path), "--jobs", "1", "--threads", "1"]
+    proc = subprocess.Popen([*command, "--root", str(killed)], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while _complete_count(killed) < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its workers, mid-study
+    proc.wait()
+    done_before = _complete_count(killed)
+    assert 1 <= done_before < 3
+    again = subprocess.run([*command, "--root", str(killed)], env=ENV, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert f"{done_before} done before, {3 - done_before} to run" in again.stdout
+    assert _complete_count(killed) == 3
+    subprocess.run([*command, "--root", str(straight)], env=ENV, check=True, capture_output=True, timeout=600)
+    for spec in plan(load_study(path)):
+        assert _numbers(complete_results(spec.directory(killed))) == _numbers(complete_results(spec.directory(straight)))
+    a = json.loads((killed / "report" / "study" / "summary.json").read_text())
+    b = json.loads((straight / "report" / "study" / "summary.json").read_text())
+    assert [g["acc"] for g in a["groups"]] == [g["acc"] for g in b["groups"]]
+
+
+def test_a_failed_run_does_not_stop_the_others_and_is_listed(tmp_path, capsys):
+    path = _study(tmp_path, TWO + """\
+  - name: diverges
+    configs: [synthetic.yaml]
+    overrides: {model.optimizer: sgd, model.lr: 1.0e+12}
+""")
+    outcomes = run_study(path, tmp_path / "root", options={"jobs": 1, "threads": 1})
+    status = {o.spec.name: o.status for o in outcomes}
+    assert status == {"plain/model.lr=0.001": "done", "plain/model.lr=0.01": "done", "diverges": "failed"}
+    err = capsys.readouterr().err
+    assert "FAILED diverges seed 0: error: the training loss was" in err and "fit.log" in err
+    failed = next(o for o in outcomes if o.status == "failed")
+    assert "training diverged" in Path(failed.log).read_text()
+
+
+def test_a_claimed_run_directory_is_not_run_twice_and_a_dead_claim_is_taken_over(tmp_path):
+    with claimed(tmp_path / "run") as first:
+        with claimed(tmp_path / "run") as second:
+            assert first and not second
+    (tmp_path / "run" / ".lock").write_text(f"{os.uname().nodename} 999999999")  # a killed process's claim
+    with claimed(tmp_path / "run") as taken:
+        assert taken
+
+
+def test_runs_log_their_settings_and_final_metrics_to_tensorboard_hparams(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    path = _study(tmp_path, "  - name: a\n    configs: [synthetic.yaml]\n    overrides: {model.lr: 0.002}\n")
+    (outcome,) = run_study(path, tmp_path / "root", options={"jobs": 1, "threads": 1}, report=False)
+    run_dir = Path(outcome.results).parent
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert events.Scalars("hparams/acc")[-1].value == pytest.approx(RunResults.read(outcome.results).metrics()["acc"])
+    plugin = [plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
+              for f in run_dir.glob("events.*") for e in EventFileLoader(str(f)).Load() for v in e.summary.value
+              if v.tag in ("_hparams_/experiment", "_hparams_/session_start_info")]
+    experiment = [p.experiment for p in plugin if p.HasField("experiment")][-1]
+    assert {m.name.tag for m in experiment.metric_infos} >= {"hparams/acc", "hparams/bwt", "hparams/forgetting"}
+    session = [p.session_start_info for p in plugin if p.HasField("session_start_info")][-1]
+    assert session.hparams["model.lr"].number_value == 0.002 and session.hparams["method"].string_value == "none"
+
+
+# ----------------------------------------------------------------- SLURM, through submitit's local executor
+@pytest.mark.study
+def test_the_slurm_executor_runs_chunks_of_runs_as_jobs(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PYTHONPATH", ENV["PYTHONPATH"])
+    path = _study(tmp_path, TWO, seeds=(0, 1))
+    outcomes = run_study(path, tmp_path / "root", options={"executor": "slurm", "cluster": "local", "chunk_size": 3,
+                                                           "threads": 1}, report=False)
+    assert sorted(o.status for o in outcomes) == ["done"] * 4
+    jobs = [d for d in (tmp_path / "root" / ".submitit").iterdir() if d.name.isdigit()]
+    assert len(jobs) == 2  # 4 runs in chunks of 3: two jobs
