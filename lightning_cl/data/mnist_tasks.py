@@ -9,11 +9,31 @@ does to them (a permutation, a rotation) is done once per task and cached, never
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from lightning_cl.data.mnist_files import ensure_mnist
 from lightning_cl.data.mnist_tensors import MNIST_MEAN, MNIST_STD, load_mnist, stratified_holdout
 from lightning_cl.data.task_data import TaskDataModule
+
+
+_SPLITS: dict[tuple, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
+
+
+def mnist_splits(data_dir: str, normalize: bool, val_fraction: float, split_seed: int) -> dict:
+    """MNIST's train / val / test tensors on the CPU, kept for the next run in this process (a
+    warm study worker loads them once). Nothing writes into them: tasks are made by indexing,
+    which copies. Only the last preprocessing is kept, so memory does not grow."""
+    key = (str(Path(data_dir).resolve()), normalize, val_fraction, split_seed)
+    if key not in _SPLITS:
+        _SPLITS.clear()
+        x_train, y_train = load_mnist(data_dir, train=True, normalize=normalize)
+        x_test, y_test = load_mnist(data_dir, train=False, normalize=normalize)
+        val = stratified_holdout(y_train, val_fraction, split_seed)
+        _SPLITS[key] = {"train": (x_train[~val], y_train[~val]), "val": (x_train[val], y_train[val]),
+                        "test": (x_test, y_test)}
+    return _SPLITS[key]
 
 
 class MNISTTasks(TaskDataModule):
@@ -60,10 +80,7 @@ class MNISTTasks(TaskDataModule):
         if self._mnist is not None:
             return
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        x_train, y_train = load_mnist(self.data_dir, train=True, normalize=self.normalize)
-        x_test, y_test = load_mnist(self.data_dir, train=False, normalize=self.normalize)
-        val = stratified_holdout(y_train, self.val_fraction, self.split_seed)
-        splits = {"train": (x_train[~val], y_train[~val]), "val": (x_train[val], y_train[val]), "test": (x_test, y_test)}
+        splits = mnist_splits(self.data_dir, self.normalize, self.val_fraction, self.split_seed)
         self._mnist = {k: (x.to(device), y.to(device)) for k, (x, y) in splits.items()}
 
     def mnist(self, split: str, classes: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
