@@ -163,6 +163,9 @@ class Resolver:
         from lightning_cl.cli import ContinualCLI, cli_kwargs
 
         class ParseOnly(ContinualCLI):
+            def _set_seed(self) -> None:
+                pass  # resolving sets no seed
+
             def instantiate_classes(self) -> None:
                 pass
 
