@@ -10,6 +10,7 @@ Pure tensors, no Lightning: tested in tests/test_memory.py.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 import torch
@@ -112,3 +113,14 @@ class Memory:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.x, self.y, self.t, self.seen = state_dict["x"], state_dict["y"], state_dict["t"], state_dict["seen"]
+
+
+def task_stream(datamodule, task: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A task's training examples ``(x, y, t)`` in a shuffled order: one pass of the task
+    DataModule's ``task_train_loader`` (seeded by the run's seed and epoch)."""
+    return tuple(torch.cat(parts) for parts in zip(*datamodule.task_train_loader(task)))
+
+
+def run_seed() -> int:
+    """The run's seed (``seed_everything``), as the task DataModule's shuffles use it."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
