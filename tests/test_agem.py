@@ -94,4 +94,5 @@ def test_agem_forgets_less_than_naive_fine_tuning_on_domain_il_split_mnist(run_c
     naive = run_cli("benchmarks/split_mnist.yaml", *shrink)
     agem = run_cli("benchmarks/split_mnist.yaml", "-c", str(REPO / "configs/methods/agem.yaml"), *shrink)
     assert agem["method"] == "agem"
-    assert agem["bwt"] > naive["bwt"] + 0.05 and agem["acc"] > naive["acc"] + 0.03
+    # Measured (seed 0): naive ACC 0.662, BWT -0.497; A-GEM ACC 0.952, BWT -0.064.
+    assert agem["bwt"] > naive["bwt"] + 0.2 and agem["acc"] > naive["acc"] + 0.15

@@ -151,4 +151,5 @@ def test_gpm_forgets_less_than_naive_fine_tuning_on_task_il_split_mnist(run_cli)
     naive = run_cli("benchmarks/split_mnist.yaml", *shrink)
     gpm = run_cli("benchmarks/split_mnist.yaml", "-c", str(REPO / "configs/methods/gpm.yaml"), *shrink)
     assert gpm["method"] == "gpm"
-    assert gpm["bwt"] > naive["bwt"] + 0.02 and gpm["acc"] > naive["acc"]
+    # Measured (seed 0, Adam): naive ACC 0.943, BWT -0.081; GPM ACC 0.991, BWT -0.002.
+    assert gpm["bwt"] > naive["bwt"] + 0.03 and gpm["acc"] > naive["acc"] + 0.02
