@@ -111,3 +111,59 @@ def orthonormality_error(basis: torch.Tensor) -> float:
     """``max |B B^T - I|``: 0 for an exactly orthonormal basis."""
     gram = basis @ basis.T
     return (gram - torch.eye(len(basis), dtype=basis.dtype, device=basis.device)).abs().max().item() if len(basis) else 0.0
+
+
+def agem_project_(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:
+    """A-GEM (Chaudhry et al. 2019, "Efficient Lifelong Learning with A-GEM", eq. 11), in place:
+    if ``g . g_ref < 0``, ``g <- g - (g . g_ref) / (g_ref . g_ref) * g_ref``; else ``g`` is unchanged.
+
+    Branch-free (the dot product is clamped at 0), so a training step does not wait for the
+    device to decide. Returns the dot product before the projection (negative: projected).
+    """
+    dot = torch.dot(g, g_ref)
+    g.sub_(g_ref * (dot.clamp(max=0) / torch.dot(g_ref, g_ref).clamp(min=torch.finfo(g.dtype).tiny)))
+    return dot
+
+
+def gpm_extend(basis: torch.Tensor, representation: torch.Tensor, threshold: float) -> torch.Tensor:
+    """GPM's memory update of one layer (Saha, Garg & Roy 2021, "Gradient Projection Memory for
+    Continual Learning", ICLR, eqs. 5-9).
+
+    ``representation`` is ``R`` (``(d, n)``: one layer input per column); ``basis`` is ``M``
+    (``(d, k)``, orthonormal columns; ``k`` may be 0). The part of ``R`` that ``M`` does not
+    span, ``R - M M^T R``, is decomposed by SVD, and its leading left singular vectors are
+    appended until ``M`` captures at least ``threshold`` of the energy ``||R||_F^2``: the
+    fewest ``r`` with ``||M^T R||^2 + sum_{i<=r} s_i^2 >= threshold ||R||^2``. With ``k = 0``
+    this is eq. 5 (the reference code keeps one vector fewer for the first task), else eq. 9.
+
+    Returns the ``(d, k + r)`` basis (at most ``d`` columns); the old columns are unchanged.
+    """
+    total = representation.square().sum()
+    if total == 0:  # nothing to protect (e.g. a layer whose inputs are all zero)
+        return basis
+    residual = representation
+    for _ in range(2):  # twice: one projection leaves float32 rounding inside span(M)
+        residual = residual - basis @ (basis.T @ residual)
+    u, s, _ = torch.linalg.svd(residual, full_matrices=False)
+    energy = s.square() / total
+    captured = 1 - energy.sum()  # ||M M^T R||^2 / ||R||^2
+    below = (captured + energy.cumsum(0) < threshold).sum().item()
+    r = 0 if captured >= threshold else min(below + 1, len(s))
+    r = min(r, basis.shape[0] - basis.shape[1])
+    return torch.cat([basis, u[:, :r]], dim=1)
+
+
+def gpm_project_(weight_grad: torch.Tensor, bias_grad: torch.Tensor | None, basis: torch.Tensor) -> None:
+    """In place, GPM's projection of a Linear layer's gradient: ``G <- G - (G M) M^T``.
+
+    ``G = [weight_grad | bias_grad]`` (``(out, in + 1)``) is the gradient of the layer as one
+    matrix acting on the input with a constant 1 appended, and ``M`` (``(in + 1, k)``) the
+    basis of such inputs; without a bias, ``G`` is ``weight_grad`` and ``M`` is ``(in, k)``.
+    The update then leaves the layer's output on the stored inputs unchanged (to first order).
+    """
+    w_basis = basis[: weight_grad.shape[1]]
+    coeffs = weight_grad @ w_basis  # G M, (out, k)
+    if bias_grad is not None:
+        coeffs.addr_(bias_grad, basis[-1])
+        bias_grad.sub_(coeffs @ basis[-1])
+    weight_grad.sub_(coeffs @ w_basis.T)

@@ -1,7 +1,10 @@
 """Continual-learning methods as Lightning callbacks, one per file."""
 
 from lightning_cl.callbacks.accuracy_threshold import AccuracyThreshold
+from lightning_cl.callbacks.agem import AGEM
+from lightning_cl.callbacks.er import ExperienceReplay
+from lightning_cl.callbacks.gpm import GPM
 from lightning_cl.callbacks.ogd import OrthogonalGradientDescent
 from lightning_cl.callbacks.task_lr import TaskLearningRate
 
-__all__ = ["AccuracyThreshold", "OrthogonalGradientDescent", "TaskLearningRate"]
+__all__ = ["AGEM", "GPM", "AccuracyThreshold", "ExperienceReplay", "OrthogonalGradientDescent", "TaskLearningRate"]

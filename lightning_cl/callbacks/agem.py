@@ -1,0 +1,125 @@
+"""Averaged Gradient Episodic Memory (Chaudhry, Ranzato, Rohrbach and Elhoseiny 2019,
+"Efficient Lifelong Learning with A-GEM", ICLR, arXiv:1812.00420).
+
+A memory of earlier tasks' examples gives, at every step, a reference gradient: the gradient
+of the loss on a random memory batch. When the step's gradient ``g`` would increase that loss
+(``g . g_ref < 0``) it is projected to ``g - (g . g_ref) / (g_ref . g_ref) g_ref``, the
+closest gradient that does not (eq. 11). SPEC.md: memory of 100 examples per class.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule, Trainer
+from typing_extensions import override
+
+from lightning_cl.gradients import agem_project_, flat_views, flatten_grads, write_flat_grad
+from lightning_cl.memory import SAMPLINGS, Memory, Sampling, run_seed, task_stream
+from lightning_cl.method import Method
+from lightning_cl.task_callback import setting
+
+
+class AGEM(Method):
+    """Project every optimiser step of task 2 onwards so that it does not increase the loss on a memory batch.
+
+    The projection runs in ``on_before_optimizer_step`` (once per step, on the final
+    gradient). The reference gradient is taken with ``torch.autograd.grad`` on the memory
+    batch (cross-entropy of ``scenario_forward``: masked to each example's task in task-IL), so
+    the step's ``.grad`` is untouched until it is projected. The model stays in train mode, as
+    in the paper's code: the memory batch also updates BatchNorm's running statistics.
+
+    Args:
+        per_class: examples kept per class of each task (``"balanced"``), or the budget per
+            class of the whole sequence (``"reservoir"``).
+        batch_size: memory examples per reference gradient (the paper: 256).
+        sampling: ``"balanced"`` or ``"reservoir"`` (see :class:`~lightning_cl.memory.Memory`).
+
+    Raises:
+        ValueError: for an unknown ``sampling``, or ``per_class`` or ``batch_size`` below 1.
+    """
+
+    name = "agem"
+    projects_gradients = True
+
+    def __init__(self, per_class: int = 100, batch_size: int = 256, sampling: Sampling = "balanced") -> None:
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"{setting(self, 'sampling')}={sampling!r} is not supported; use one of {', '.join(SAMPLINGS)}.")
+        for arg, value in (("per_class", per_class), ("batch_size", batch_size)):
+            if value < 1:
+                raise ValueError(f"{setting(self, arg)}={value} must be at least 1.")
+        self.per_class, self.batch_size, self.sampling = per_class, batch_size, sampling
+        self.memory: Memory | None = None
+        self.generator = torch.Generator()  # on the CPU: its state goes into the checkpoint
+        self._params: list[torch.nn.Parameter] = []
+        self._flat_grad: torch.Tensor | None = None  # the parameters' gradients as one vector (views of it)
+        self._grad_views: list[torch.Tensor] = []
+        self._projected = None  # steps of the epoch that were projected, counted on the device
+        self._steps = 0
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Before a checkpoint is restored: load_state_dict then overwrites both.
+        classes = sum(len(c) for c in trainer.datamodule.task_classes())
+        self.memory = Memory(self.per_class, self.sampling, capacity=self.per_class * classes)
+        self.generator.manual_seed(run_seed())
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.memory.to(pl_module.device)
+        self._params = [p for p in pl_module.parameters() if p.requires_grad]
+        self._flat_grad = torch.zeros(sum(p.numel() for p in self._params), device=pl_module.device)
+        self._grad_views = flat_views(self._params, self._flat_grad)
+
+    @override
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._projected = torch.zeros((), device=pl_module.device)
+        self._steps = 0
+
+    @override
+    def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
+        if not len(self.memory):
+            return
+        # Backward then accumulates into one flat vector that is projected in place (as OGD).
+        self._flat_grad.zero_()
+        for p, view in zip(self._params, self._grad_views):
+            if p.grad is not view:
+                p.grad = view
+
+    @override
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer) -> None:
+        if not len(self.memory):
+            return
+        x, y, t = self.memory.sample(self.batch_size, self.generator)
+        with torch.enable_grad():
+            logits, _ = pl_module.scenario_forward(x, t)
+            ref = torch.autograd.grad(F.cross_entropy(logits, y), self._params, allow_unused=True)
+        in_place = all(p.grad is view for p, view in zip(self._params, self._grad_views))
+        # Something (a strategy, another callback) may have replaced a .grad: then copy out and back.
+        g = self._flat_grad if in_place else flatten_grads(self._params)
+        dot = agem_project_(g, flatten_grads(self._params, ref))
+        if not in_place:
+            write_flat_grad(self._params, g)
+        self._projected += dot < 0  # read at the epoch end: .item() here would sync every step
+        self._steps += 1
+
+    @override
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._steps:
+            pl_module.log("agem/projected_frac", self._projected / self._steps, on_epoch=True, sync_dist=True)
+
+    @override
+    def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
+        if task + 1 < trainer.datamodule.num_tasks:  # the last task would never be protected
+            self.memory.add(*task_stream(trainer.datamodule, task), self.generator)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"memory": self.memory.state_dict(), "generator": self.generator.get_state()}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.memory.load_state_dict(state_dict["memory"])
+        self.generator.set_state(state_dict["generator"])

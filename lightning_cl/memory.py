@@ -1,0 +1,126 @@
+"""An episodic memory of ``(x, y, t)`` training examples for replay methods (ER, A-GEM).
+
+Chaudhry et al. 2019, "On Tiny Episodic Memories in Continual Learning" (arXiv:1902.10486):
+a small memory of past examples, filled either class-balanced (a fixed number per class, the
+protocol of SPEC.md: 100 per class) or by reservoir sampling (a uniform sample of everything
+offered so far, in a fixed total budget).
+
+Pure tensors, no Lightning: tested in tests/test_memory.py.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import torch
+
+Sampling = Literal["balanced", "reservoir"]
+SAMPLINGS = ("balanced", "reservoir")
+
+
+class Memory:
+    """Examples kept from earlier tasks, on the device they were added from.
+
+    Args:
+        per_class: ``"balanced"``: examples kept per ``(task, label)`` pair (labels repeat
+            across tasks in domain-IL, so the pair is what names a class of a task).
+        sampling: ``"balanced"`` or ``"reservoir"``.
+        capacity: ``"reservoir"``: the total number of examples kept (ignored by ``"balanced"``).
+
+    Raises:
+        ValueError: for an unknown ``sampling``, ``per_class`` < 1, or reservoir sampling
+            without a ``capacity`` >= 1.
+    """
+
+    def __init__(self, per_class: int = 100, sampling: Sampling = "balanced", capacity: int | None = None) -> None:
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling={sampling!r} is not supported; use one of {', '.join(SAMPLINGS)}.")
+        if per_class < 1:
+            raise ValueError(f"per_class={per_class} must be at least 1.")
+        if sampling == "reservoir" and (capacity is None or capacity < 1):
+            raise ValueError(f"reservoir sampling needs a capacity >= 1, got {capacity}.")
+        self.per_class, self.sampling, self.capacity = per_class, sampling, capacity
+        self.x: torch.Tensor | None = None
+        self.y: torch.Tensor | None = None
+        self.t: torch.Tensor | None = None
+        self.seen = 0  # examples offered so far (reservoir sampling's stream position)
+
+    def __len__(self) -> int:
+        return 0 if self.y is None else len(self.y)
+
+    def add(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> None:
+        """Offer a task's examples; which ones are kept is drawn from ``generator`` (a CPU one)."""
+        if self.sampling == "balanced":
+            self._add_balanced(x, y, t, generator)
+        else:
+            self._add_reservoir(x, y, t, generator)
+
+    def _add_balanced(self, x, y, t, generator) -> None:
+        keys = t.cpu() * (int(y.max()) + 1) + y.cpu()
+        keep = []
+        for key in keys.unique().tolist():  # one loop per class of the task, not per example
+            members = (keys == key).nonzero().squeeze(1)
+            keep.append(members[torch.randperm(len(members), generator=generator)[: self.per_class]])
+        keep = torch.cat(keep).to(y.device)
+        self._append(x[keep], y[keep], t[keep])
+        self.seen += len(y)
+
+    def _add_reservoir(self, x, y, t, generator) -> None:
+        # Algorithm R (Vitter 1985), vectorised: the i-th example of the stream (0-based) takes
+        # a free slot while there is one, else replaces slot j ~ U{0..i} when j < capacity.
+        n = len(y)
+        free = max(0, min(self.capacity - len(self), n))
+        if free:
+            self._append(x[:free], y[:free], t[:free])
+        position = torch.arange(self.seen + free, self.seen + n)
+        slot = (torch.rand(len(position), generator=generator, dtype=torch.float64) * (position + 1)).long()
+        chosen = slot < self.capacity
+        slot, source = slot[chosen], position[chosen] - self.seen
+        # Several examples may draw the same slot: in the sequential algorithm the last one wins.
+        order = torch.argsort(slot * n + source)
+        slot, source = slot[order], source[order]
+        last = torch.ones_like(slot, dtype=torch.bool)
+        last[:-1] = slot[1:] != slot[:-1]
+        slot, source = slot[last].to(y.device), source[last].to(y.device)
+        self.x[slot], self.y[slot], self.t[slot] = x[source], y[source], t[source]
+        self.seen += n
+
+    def _append(self, x, y, t) -> None:
+        if self.y is None:
+            self.x, self.y, self.t = x.clone(), y.clone(), t.clone()
+        else:
+            self.x, self.y, self.t = torch.cat([self.x, x]), torch.cat([self.y, y]), torch.cat([self.t, t])
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``n`` examples drawn without replacement (all of them if fewer), on the memory's device.
+
+        ``generator`` is a CPU generator: its state is plain data for a checkpoint, and drawing
+        the indices on the host costs no device synchronisation.
+        """
+        index = torch.randperm(len(self), generator=generator)[:n].to(self.y.device, non_blocking=True)
+        return self.x[index], self.y[index], self.t[index]
+
+    def to(self, device: torch.device | str) -> Memory:
+        if self.y is not None:
+            self.x, self.y, self.t = self.x.to(device), self.y.to(device), self.t.to(device)
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        # CPU tensors: a checkpoint made on a GPU loads anywhere.
+        cpu = (lambda v: None if v is None else v.cpu())
+        return {"x": cpu(self.x), "y": cpu(self.y), "t": cpu(self.t), "seen": self.seen}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.x, self.y, self.t, self.seen = state_dict["x"], state_dict["y"], state_dict["t"], state_dict["seen"]
+
+
+def task_stream(datamodule, task: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A task's training examples ``(x, y, t)`` in a shuffled order: one pass of the task
+    DataModule's ``task_train_loader`` (seeded by the run's seed and epoch)."""
+    return tuple(torch.cat(parts) for parts in zip(*datamodule.task_train_loader(task)))
+
+
+def run_seed() -> int:
+    """The run's seed (``seed_everything``), as the task DataModule's shuffles use it."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
