@@ -76,6 +76,12 @@ def test_a_study_expands_to_experiments_times_variants_times_grid_times_seeds(tm
     assert [s.run_id for s in again] == [s.run_id for s in specs]  # stable
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "studies").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_study_file_of_the_project_plans(path):
+    specs = plan(load_study(path))
+    assert specs and all(s.args.count("-c") >= 1 for s in specs)
+
+
 @pytest.mark.parametrize("experiments, message", [
     ("  - name: a\n    configs: [synthetic.yaml]\n    grids: {model.lr: [0.1]}\n", "unknown key(s) grids"),
     ("  - name: a\n    configs: [no_such.yaml]\n", "config 'no_such.yaml' does not exist"),
