@@ -7,6 +7,7 @@ writes the report over the runs.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -94,3 +95,24 @@ def run_study(root: str | Path, seeds: Sequence[int], jobs: int = 1, extra: Sequ
         if codes[run_root] != 0:
             print(f"study: {run_root} failed (exit {codes[run_root]}); see {run_root / 'fit.log'}")
     return [(run_root, codes[run_root]) for run_root, _ in commands]
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_cl.study",
+        description="The study runner used by `python -m lightning_cl.report --study`: every notebook experiment "
+                    "of SPEC.md for each seed, several runs at a time, skipping runs that already finished. "
+                    "It only runs; `python -m lightning_cl.report --study` also writes the report.",
+    )
+    parser.add_argument("--root", default="lightning_logs/study", help="where the runs go (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (default: %(default)s)")
+    options = parser.parse_args(args)
+    if options.jobs < 1:
+        parser.error(f"--jobs={options.jobs} must be at least 1.")
+    failed = [run_root for run_root, code in run_study(options.root, options.seeds, options.jobs) if code != 0]
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
