@@ -18,6 +18,7 @@ from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from lightning_cl.evaluation import TaskEvaluation, evaluate_tasks
@@ -96,7 +97,7 @@ class TaskLoop(TaskCallback):
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         # Keep what was measured, marked incomplete, whatever stopped the run.
-        self._write_results(trainer, complete=False, error=f"{type(exception).__name__}: {exception}")
+        self._write_results(trainer, complete=False, error=self.describe_exception(trainer, exception))
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -113,6 +114,19 @@ class TaskLoop(TaskCallback):
         self._epochs_used = list(state_dict["epochs_used"])
         self._evaluations = [TaskEvaluation(**e) for e in state_dict["evaluations"]]
         self._elapsed_before = state_dict["elapsed_s"]
+
+    def describe_exception(self, trainer: Trainer, exception: BaseException) -> str:
+        """Why the run stopped, for ``results.json``'s ``error``; a SIGTERM says how to resume."""
+        if not isinstance(exception, SIGTERMException):
+            return f"{type(exception).__name__}: {exception}"
+        log_dir = Path(trainer.log_dir) if trainer.log_dir is not None else Path(".")
+        dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
+        ckpt = Path(dirpath) / "last.ckpt" if dirpath is not None else None
+        resume = (f"resume with: lightning-cl fit -c {log_dir / 'config.yaml'} --ckpt_path {ckpt}"
+                  if ckpt is not None and ckpt.is_file() else
+                  f"no checkpoint was saved yet; start again with: lightning-cl fit -c {log_dir / 'config.yaml'}")
+        return (f"the run was terminated by SIGTERM (e.g. a scheduler's time limit) after {len(self._evaluations)} "
+                f"finished task(s); {resume}")
 
     # ----------------------------------------------------------------- task end
     def _check_finite_loss(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
