@@ -22,7 +22,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from lightning_cl.classifier import ContinualClassifier
@@ -92,6 +92,8 @@ def claim_run_dir(logs: Path) -> int:
             return version
         except FileExistsError:
             version += 1
+        except FileNotFoundError:  # a failed run removed the empty lightning_logs meanwhile
+            logs.mkdir(parents=True, exist_ok=True)
 
 
 def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -174,9 +176,11 @@ class ContinualCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         # Our classes validate their settings in __init__ and name the setting in the message:
         # show it like a parser error (no traceback), before anything is trained or written.
+        # Lightning's own refusals of a Trainer setting (MisconfigurationException) likewise.
         try:
             super().instantiate_classes()
-        except ValueError as err:
+        except (ValueError, MisconfigurationException) as err:
+            self._remove_empty_run_dir()
             self._parser(self.subcommand).error(str(err))
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
@@ -190,8 +194,9 @@ class ContinualCLI(LightningCLI):
             # Claim the run's directory before anything is written (other processes of a DDP run
             # are told rank 0's directory by Lightning): TensorBoardLogger would pick its version
             # lazily, and runs started together would share one.
+            logs = Path(self.trainer_default_root_dir(config)).absolute() / LOGS
+            self._new_dirs = [d for d in (logs, *logs.parents) if not d.exists()]  # removed if left empty
             self._check_log_dir_writable()
-            logs = Path(self.trainer_default_root_dir(config)) / LOGS
             version = claim_run_dir(logs)
             self.run_dir = logs / f"version_{version}"
             kwargs["logger"] = TensorBoardLogger(save_dir=str(logs.parent), name=LOGS, version=version)
@@ -234,8 +239,16 @@ class ContinualCLI(LightningCLI):
             task_loop = self._get(self.config_init, self.task_loop_key())
             raise RunTerminated(task_loop.describe_exception(self.trainer, err)) from None
         finally:
-            if self.run_dir is not None and self.run_dir.is_dir() and not any(self.run_dir.iterdir()):
-                self.run_dir.rmdir()  # stopped before writing anything: leave no empty run directory
+            self._remove_empty_run_dir()
+
+    def _remove_empty_run_dir(self) -> None:
+        """A run that stopped before writing anything leaves no empty directory."""
+        run_dir = getattr(self, "run_dir", None)
+        for directory in ([run_dir] if run_dir is not None else []) + getattr(self, "_new_dirs", []):
+            try:
+                directory.rmdir()  # only if empty
+            except OSError:
+                return
 
     def _check_log_dir_writable(self) -> None:
         """Refuse a log directory that cannot be written before anything is trained."""

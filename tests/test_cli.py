@@ -34,6 +34,7 @@ BAD = [
     (["--trainer.max_steps", "10"], "trainer.max_steps=10 would stop the run in the middle of a task"),
     (["--trainer.max_time", "00:00:01:00"], "trainer.max_time='00:00:01:00' would end the run"),
     (["--trainer.reload_dataloaders_every_n_epochs", "0"], "trainer.reload_dataloaders_every_n_epochs=0 must be 1"),
+    (["--trainer.devices", "0"], "`Trainer(devices='0')` value is not a valid input"),  # Lightning's, as an error: line
     (["--trainer.accelerator", "tpu"], "trainer.accelerator='tpu' is not supported; use cpu or gpu"),
     (["--trainer.callbacks+=lightning_cl.callbacks.OrthogonalGradientDescent", "--trainer.precision", "bf16-mixed"],
      "trainer.precision='bf16-mixed' with OrthogonalGradientDescent (trainer.callbacks): gradient projection needs "
