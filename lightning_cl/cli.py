@@ -12,21 +12,30 @@ scenario and is not set by hand.
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, NoReturn
 
 import torch
-from lightning.pytorch import Trainer
+import yaml
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from jsonargparse import lazy_instance
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from lightning_cl.classifier import ContinualClassifier
 from lightning_cl.data.mnist_files import MNISTUnavailableError
 from lightning_cl.data.split_mnist import SplitMNIST
 from lightning_cl.data.task_data import TaskDataModule
 from lightning_cl.task_loop import TaskLoop
+from lightning_cl.trainer_checks import trainer_setting_errors
 
 TRAINER_DEFAULTS = {
     "accelerator": "cpu",  # the GPU is one flag away: --trainer.accelerator gpu
@@ -37,6 +46,96 @@ TRAINER_DEFAULTS = {
     "log_every_n_steps": 50,
 }
 PROGRESS_BAR_REFRESH_RATE = 50  # redrawing every batch is a cost of every step of this small MLP
+PROG = "lightning-cl"
+LOGS = "lightning_logs"
+RUN_CONFIG_KEY = "lightning_cl_run_config"  # the resolved config, in every checkpoint
+# Settings that do not change what a run computes: a resume may differ in them. Everything
+# else (model, data, task loop, callbacks, seed, trainer limits and precision) must match.
+# The accelerator changes the last digits only (README, "Determinism"); a run may move to a GPU.
+RESUME_MAY_DIFFER = {
+    "config", "ckpt_path", "weights_only", "data.data_dir", "data.download", "trainer.default_root_dir",
+    "trainer.logger", "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.enable_checkpointing",
+    "trainer.log_every_n_steps", "trainer.profiler", "trainer.accelerator",
+}
+SIGTERM_EXIT_CODE = 128 + 15  # what a shell reports for a process ended by SIGTERM
+
+
+class RunTerminated(Exception):
+    """The run stopped on SIGTERM; the message says how to resume it."""
+
+
+class ContinualArgumentParser(LightningArgumentParser):
+    """Prints an error as one ``error:`` line and a pointer to ``--help``, not the whole usage."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
+            super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        sys.stderr.write(f"error: {message}\n"
+                         f"tip: `{parser.prog.replace(' [options]', '')} --help` lists every option.\n")
+        self.exit(2)
+
+
+class RunConfigInCheckpoint(Callback):
+    """Puts the run's resolved config into every checkpoint, so that a resume can be checked against it."""
+
+    def __init__(self, run_config: dict[str, Any]) -> None:
+        self.run_config = run_config
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint[RUN_CONFIG_KEY] = self.run_config
+
+
+def claim_run_dir(logs: Path) -> int:
+    """Create the next free ``logs/version_N`` and return N. ``mkdir`` is atomic: of runs started
+    at the same moment, each gets its own directory (a loser tries the next number)."""
+    logs.mkdir(parents=True, exist_ok=True)
+    taken = [int(d.name[len("version_"):]) for d in logs.iterdir() if re.fullmatch(r"version_\d+", d.name)]
+    version = max(taken, default=-1) + 1
+    while True:
+        try:
+            (logs / f"version_{version}").mkdir()
+            return version
+        except FileExistsError:
+            version += 1
+        except FileNotFoundError:  # a failed run removed the empty lightning_logs meanwhile
+            logs.mkdir(parents=True, exist_ok=True)
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"trainer": {"max_epochs": 5}}`` -> ``{"trainer.max_epochs": 5}``; lists stay whole."""
+    if not isinstance(config, dict):
+        return {prefix: config}
+    flat = {}
+    for key, value in config.items():
+        flat |= _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    return flat
+
+
+def _callback_names(callbacks: Any) -> list[str]:
+    return [str(cb.get("class_path", cb)).rpartition(".")[2] if isinstance(cb, dict) else str(cb) for cb in callbacks]
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, str]:
+    """Each setting (as written on the command line) in which two resolved configs differ."""
+    saved, current = _flatten(saved), _flatten(current)
+    differences = {}
+    for key in sorted(saved.keys() | current.keys()):
+        if key in RESUME_MAY_DIFFER or saved.get(key) == current.get(key):
+            continue
+        if key == "seed_everything" and current.get(key) is True:
+            continue  # a random seed is drawn later; the checkpoint's own is then used
+        if key == "trainer.callbacks":
+            old, new = ([cbs] if isinstance(cbs, dict) else list(cbs or []) for cbs in (saved.get(key), current.get(key)))
+            if _callback_names(old) != _callback_names(new):
+                differences[key] = f"checkpoint {_callback_names(old)}, config {_callback_names(new)}"
+                continue
+            for i, (a, b) in enumerate(zip(old, new)):
+                for arg, diff in config_differences(a.get("init_args") or {}, b.get("init_args") or {}).items():
+                    differences[f"trainer.callbacks[{i}] ({_callback_names([a])[0]}).init_args.{arg}"] = diff
+            continue
+        differences[key] = f"checkpoint {saved.get(key)!r}, config {current.get(key)!r}"
+    return differences
 
 
 class ContinualCLI(LightningCLI):
@@ -44,22 +143,75 @@ class ContinualCLI(LightningCLI):
     def task_loop_key() -> str:
         return "task_loop"
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # `test` and `predict` need test_step / predict_step, which the task loop replaces:
+        # its evaluation after every task is the test (results.json).
+        return {key: value for key, value in LightningCLI.subcommands().items() if key in ("fit", "validate")}
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(TaskLoop, self.task_loop_key())
         # Configs without data.class_path (the notebook's) mean Split-MNIST.
         parser.set_defaults({"data": lazy_instance(SplitMNIST)})
         parser.link_arguments("data.num_outputs", "model.num_outputs", apply_on="instantiate")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        self._check_config_files_are_yaml(parser, sys.argv[1:] if args is None else args)
+        super().parse_arguments(parser, args)
+
+    @staticmethod
+    def _check_config_files_are_yaml(parser: LightningArgumentParser, args: Any) -> None:
+        """Name the file of a YAML syntax error (jsonargparse reports ``<unicode string>``)."""
+        if not isinstance(args, (list, tuple)):
+            return
+        paths = [value for flag, value in zip(args, args[1:]) if flag in ("-c", "--config")]
+        paths += [arg.partition("=")[2] for arg in args if isinstance(arg, str) and arg.startswith("--config=")]
+        for path in paths:
+            if not os.path.isfile(path):
+                continue  # jsonargparse names a missing file
+            try:
+                with open(path) as file:
+                    yaml.safe_load(file)  # a YAML error then names the file, line and column
+            except yaml.YAMLError as err:
+                parser.error(f"-c {path} is not valid YAML: {err}")
+
+    def before_instantiate_classes(self) -> None:
+        # Before any class is built or any directory created: Lightning would raise some of these
+        # with a traceback after the run's directory exists, or change the setting silently.
+        errors = trainer_setting_errors(self._get(self.config, "trainer"), TRAINER_DEFAULTS)
+        if errors:
+            self._parser(self.subcommand).error("\nerror: ".join(errors))
+
     def instantiate_classes(self) -> None:
         # Our classes validate their settings in __init__ and name the setting in the message:
         # show it like a parser error (no traceback), before anything is trained or written.
+        # Lightning's own refusals of a Trainer setting (MisconfigurationException) likewise.
         try:
             super().instantiate_classes()
-        except ValueError as err:
+        except (ValueError, MisconfigurationException) as err:
+            self._remove_empty_run_dir()
             self._parser(self.subcommand).error(str(err))
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})
+        self.run_dir: Path | None = None
+        if self.subcommand == "validate":
+            # A validation prints its metrics; it writes no run directory (no config, no events).
+            kwargs.setdefault("logger", False)
+            self.save_config_callback = None
+        elif self.subcommand == "fit" and config.get("logger") in (None, True) and rank_zero_only.rank == 0:
+            # Claim the run's directory before anything is written (other processes of a DDP run
+            # are told rank 0's directory by Lightning): TensorBoardLogger would pick its version
+            # lazily, and runs started together would share one.
+            logs = Path(self.trainer_default_root_dir(config)).absolute() / LOGS
+            self._new_dirs = [d for d in (logs, *logs.parents) if not d.exists()]  # removed if left empty
+            self._check_log_dir_writable()
+            version = claim_run_dir(logs)
+            self.run_dir = logs / f"version_{version}"
+            # No placeholder hp_metric: the run logs its settings with its final metrics when it ends
+            # (recorder.py), the one entry TensorBoard's HParams view then shows.
+            kwargs["logger"] = TensorBoardLogger(save_dir=str(logs.parent), name=LOGS, version=version,
+                                                 default_hp_metric=False)
         callbacks = config.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
         if config.get("enable_progress_bar") is not False and not any(isinstance(cb, ProgressBar) for cb in callbacks):
@@ -68,10 +220,20 @@ class ContinualCLI(LightningCLI):
             # One checkpoints/last.ckpt, rewritten (atomically) at every epoch end, after the task
             # loop has moved on at a task end: `--ckpt_path .../last.ckpt` resumes any interrupted run.
             callbacks.append(ModelCheckpoint(filename="last", save_on_train_epoch_end=True, enable_version_counter=False))
+        if self.subcommand == "fit":
+            callbacks.append(RunConfigInCheckpoint(self._run_config()))
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
+    @staticmethod
+    def trainer_default_root_dir(config: dict[str, Any]) -> str:
+        return config.get("default_root_dir") or os.getcwd()
+
+    def _run_config(self) -> dict[str, Any]:
+        """The resolved config as plain data (as in config.yaml and results.json)."""
+        config = self.config[self.subcommand]
+        return json.loads(self._parser(self.subcommand).dump(config, format="json", skip_none=False))
+
     def before_fit(self) -> None:
-        self._check_log_dir_writable()
         self._check_checkpoint_matches()
         self._check_checkpoint_data()
         if self.config_init[self.subcommand].get("weights_only") is None:
@@ -79,14 +241,31 @@ class ContinualCLI(LightningCLI):
             # (torch.load's own default only since torch 2.6).
             self.config_init[self.subcommand]["weights_only"] = True
         task_loop = self._get(self.config_init, self.task_loop_key())
-        config = self.config[self.subcommand]
-        task_loop.seed = config.get("seed_everything")
-        task_loop.run_config = json.loads(self._parser(self.subcommand).dump(config, format="json", skip_none=False))
+        task_loop.seed = self.config[self.subcommand].get("seed_everything")
+        task_loop.run_config = self._run_config()
 
+    def fit(self, **kwargs: Any) -> None:
+        try:
+            self.trainer.fit(**kwargs)
+        except SIGTERMException as err:
+            # Lightning ends a SIGTERMed fit with exit status 0; a scheduler must see a failure.
+            task_loop = self._get(self.config_init, self.task_loop_key())
+            raise RunTerminated(task_loop.describe_exception(self.trainer, err)) from None
+        finally:
+            self._remove_empty_run_dir()
+
+    def _remove_empty_run_dir(self) -> None:
+        """A run that stopped before writing anything leaves no empty directory."""
+        run_dir = getattr(self, "run_dir", None)
+        for directory in ([run_dir] if run_dir is not None else []) + getattr(self, "_new_dirs", []):
+            try:
+                directory.rmdir()  # only if empty
+            except OSError:
+                return
 
     def _check_log_dir_writable(self) -> None:
         """Refuse a log directory that cannot be written before anything is trained."""
-        root = Path(self.trainer.default_root_dir)
+        root = Path(self.trainer_default_root_dir(self._get(self.config_init, "trainer", default={})))
         try:
             root.mkdir(parents=True, exist_ok=True)
             tempfile.TemporaryFile(dir=root).close()
@@ -115,9 +294,15 @@ class ContinualCLI(LightningCLI):
             checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             error(f"ckpt_path={ckpt_path!r} does not exist.")
-        except Exception as err:  # an unpickling error names what the file wanted to run
+        except pickle.UnpicklingError as err:  # names what the file wanted to run
             error(f"ckpt_path={ckpt_path!r} cannot be loaded safely (weights_only): {type(err).__name__}: "
                   f"{str(err).strip().splitlines()[0]}")
+        except Exception as err:  # truncated, overwritten, or not a checkpoint at all
+            reason = (str(err).strip().splitlines() or ["unreadable"])[0].split(". ")[0]
+            error(f"ckpt_path={ckpt_path!r} is corrupt or not a checkpoint ({type(err).__name__}: {reason}); "
+                  "resume from another checkpoint, or start the run again without --ckpt_path.")
+        if not isinstance(checkpoint, dict):
+            error(f"ckpt_path={ckpt_path!r} is corrupt or not a checkpoint (it holds a {type(checkpoint).__name__}).")
         self._checkpoint = checkpoint
         saved = {f"model.{k}": v for k, v in checkpoint.get("hyper_parameters", {}).items()
                  if not k.startswith("_") and k != "num_outputs"}  # num_outputs follows from the data
@@ -129,12 +314,24 @@ class ContinualCLI(LightningCLI):
                   "Resume with the run's own config: -c lightning_logs/version_N/config.yaml.")
         saved["data.init_args.tasks"] = data_state.get("tasks") if config.get("data.init_args.tasks") else None
         saved["data.init_args.scenario"] = data_state.get("scenario")
-        differences = [f"{key}: checkpoint {value!r}, config {config.get(key)!r}" for key, value in saved.items()
-                       if value is not None and config.get(key) is not None and config.get(key) != value]
+        differences = {key.replace("data.init_args.", "data."): f"checkpoint {value!r}, config {config.get(key)!r}"
+                       for key, value in saved.items()
+                       if value is not None and config.get(key) is not None and config.get(key) != value}
+        run_dir = Path(ckpt_path).resolve().parent.parent
+        if subcommand == "fit" and checkpoint.get(RUN_CONFIG_KEY) is not None:
+            current = json.loads(self._parser(subcommand).dump(config, format="json", skip_none=False, skip_validation=True))
+            differences |= config_differences(checkpoint[RUN_CONFIG_KEY], current)
         if differences:
-            differences = [d.replace("data.init_args.", "data.") for d in differences]
-            error(f"ckpt_path={ckpt_path!r} was made with another config ({'; '.join(differences)}). "
-                  "Resume with the run's own config: -c lightning_logs/version_N/config.yaml.")
+            own = run_dir / "config.yaml"
+            error(f"ckpt_path={ckpt_path!r} was made with another config "
+                  f"({'; '.join(f'{key}: {diff}' for key, diff in differences.items())}). Resume with the run's own "
+                  f"config: -c {own if own.is_file() else 'lightning_logs/version_N/config.yaml'}.")
+        task_loop = checkpoint.get("callbacks", {}).get(TaskLoop.__qualname__)
+        tasks = data_state.get("tasks")
+        if subcommand == "fit" and task_loop is not None and tasks and len(task_loop.get("epochs_used", [])) >= len(tasks):
+            error(f"ckpt_path={ckpt_path!r} is the end of a finished run (task {len(tasks)} of {len(tasks)} trained): there is "
+                  f"nothing to resume. Its results are in {run_dir / 'results.json'}; to train again, leave out "
+                  "--ckpt_path.")
 
     def _check_checkpoint_data(self) -> None:
         """With the DataModule built: its task sequence must be the checkpoint's (angles, permutations...)."""
@@ -158,6 +355,9 @@ def main(args: list[str] | None = None) -> None:
     except (MNISTUnavailableError, FloatingPointError) as err:
         # Both are explained in their message; the results so far are in results.json.
         sys.exit(f"error: {err}")
+    except RunTerminated as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(SIGTERM_EXIT_CODE)
 
 
 def cli_kwargs() -> dict:
@@ -169,6 +369,8 @@ def cli_kwargs() -> dict:
         seed_everything_default=0,
         trainer_defaults=TRAINER_DEFAULTS,
         auto_configure_optimizers=False,  # the optimiser is model.optimizer / model.lr
+        parser_class=ContinualArgumentParser,
+        parser_kwargs={"prog": PROG},  # also under `python -m lightning_cl`
     )
 
 

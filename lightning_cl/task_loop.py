@@ -13,9 +13,11 @@ task is one epoch of that many batches). At its end the loop calls ``on_task_end
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from lightning_cl.data.task_data import TaskDataModule
@@ -126,7 +128,7 @@ class TaskLoop(TaskCallback):
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         # Keep what was measured, marked incomplete, whatever stopped the run.
         if isinstance(trainer.datamodule, TaskDataModule):  # else the setup check itself failed
-            error = f"{type(exception).__name__}: {exception}"
+            error = self.describe_exception(trainer, exception)
             self.recorder.write(self.recorder.record(trainer, complete=False, error=error), trainer)
 
     @override
@@ -139,6 +141,19 @@ class TaskLoop(TaskCallback):
         self._epochs_in_task = state_dict["epochs_in_task"]
         self._task_start_step = state_dict.get("task_start_step", 0)
         self.recorder.load_state_dict(state_dict)
+
+    def describe_exception(self, trainer: Trainer, exception: BaseException) -> str:
+        """Why the run stopped, for ``results.json``'s ``error``; a SIGTERM says how to resume."""
+        if not isinstance(exception, SIGTERMException):
+            return f"{type(exception).__name__}: {exception}"
+        log_dir = Path(trainer.log_dir) if trainer.log_dir is not None else Path(".")
+        dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
+        ckpt = Path(dirpath) / "last.ckpt" if dirpath is not None else None
+        resume = (f"resume with: lightning-cl fit -c {log_dir / 'config.yaml'} --ckpt_path {ckpt}"
+                  if ckpt is not None and ckpt.is_file() else
+                  f"no checkpoint was saved yet; start again with: lightning-cl fit -c {log_dir / 'config.yaml'}")
+        return (f"the run was terminated by SIGTERM (e.g. a scheduler's time limit) after {len(self.recorder.evaluations)} "
+                f"finished task(s); {resume}")
 
     # ----------------------------------------------------------------- helpers
     def _check_finite_loss(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:

@@ -40,7 +40,8 @@ class KillAt(Callback):
 
 class FailAt(Callback):
     """Fails the run at the first batch of task ``task`` (from 0): with an exception raised in
-    this callback (``how="exception"``) or as if Ctrl-C were pressed (``how="sigint"``)."""
+    this callback (``how="exception"``), as if Ctrl-C were pressed (``how="sigint"``), or as if
+    a scheduler ended the job (``how="sigterm"``: Lightning stops at the end of the batch)."""
 
     def __init__(self, task: int = 1, how: str = "exception"):
         self.task, self.how = task, how
@@ -49,4 +50,7 @@ class FailAt(Callback):
         if trainer.datamodule.current_task == self.task:
             if self.how == "sigint":
                 os.kill(os.getpid(), signal.SIGINT)
+            if self.how == "sigterm":
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
             raise RuntimeError(f"a callback failed in task {self.task + 1}")

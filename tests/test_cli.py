@@ -25,6 +25,26 @@ BAD = [
     (["--task_loop.epochs_per_task", "0"], "task_loop.epochs_per_task=0"),
     (["--model.no_such_option", "1"], "no_such_option"),
     (["--trainer.callbacks+=lightning_cl.callbacks.NoSuchCallback"], "has no attribute 'NoSuchCallback'"),
+    # Trainer settings the task loop and manual optimisation cannot honour.
+    (["--trainer.accumulate_grad_batches", "2"], "trainer.accumulate_grad_batches=2 is not supported"),
+    (["--trainer.gradient_clip_val", "1.0"], "trainer.gradient_clip_val=1.0 is not supported"),
+    (["--trainer.gradient_clip_algorithm", "norm"], "trainer.gradient_clip_algorithm='norm' is not supported"),
+    (["--trainer.max_epochs", "3"], "trainer.max_epochs=3 is set by the task loop"),
+    (["--trainer.min_epochs", "3"], "trainer.min_epochs=3 cannot be honoured"),
+    (["--trainer.max_steps", "10"], "trainer.max_steps=10 would stop the run in the middle of a task"),
+    (["--trainer.max_time", "00:00:01:00"], "trainer.max_time='00:00:01:00' would end the run"),
+    (["--trainer.reload_dataloaders_every_n_epochs", "0"], "trainer.reload_dataloaders_every_n_epochs=0 must be 1"),
+    (["--trainer.devices", "0"], "`Trainer(devices='0')` value is not a valid input"),  # Lightning's, as an error: line
+    (["--trainer.accelerator", "tpu"], "trainer.accelerator='tpu' is not supported; use cpu or gpu"),
+    (["--trainer.callbacks+=lightning_cl.callbacks.OrthogonalGradientDescent", "--trainer.precision", "bf16-mixed"],
+     "trainer.precision='bf16-mixed' with OrthogonalGradientDescent (trainer.callbacks): gradient projection needs "
+     "float32 gradients"),
+    (["--trainer.callbacks+=lightning_cl.callbacks.OrthogonalGradientDescent", "--trainer.precision", "16-mixed"],
+     "trainer.precision='16-mixed' with OrthogonalGradientDescent"),
+    (["--trainer.callbacks+=lightning_cl.callbacks.GPM", "--trainer.precision", "16-mixed"],
+     "trainer.precision='16-mixed' with GPM"),  # every method that projects gradients
+    (["--trainer.callbacks+=lightning_cl.callbacks.AGEM", "--trainer.precision", "bf16-mixed"],
+     "trainer.precision='bf16-mixed' with AGEM"),
 ]
 
 
@@ -35,8 +55,100 @@ def test_bad_settings_fail_before_training_and_name_the_setting(override, messag
         run_cli(["fit", "-c", str(REPO / "configs/split_mnist/sequential.yaml"),
                  "--trainer.default_root_dir", str(root), *override])
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    assert "usage:" not in err and "tip: `lightning-cl fit --help` lists every option." in err  # no wall of usage
     assert not root.exists()  # nothing trained, nothing written
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_gpu_that_is_not_there_is_named_before_training(tmp_path, capsys):
+    root = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "-c", str(REPO / "configs/split_mnist/sequential.yaml"),
+                 "--trainer.default_root_dir", str(root), "--trainer.accelerator", "gpu"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: trainer.accelerator='gpu': no GPU is visible" in err and "use --trainer.accelerator cpu" in err
+    assert "Traceback" not in err and not root.exists()
+
+
+def test_settings_that_cannot_be_honoured_are_all_named_at_once(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "-c", str(REPO / "configs/split_mnist/sequential.yaml"), "--trainer.default_root_dir",
+                 str(tmp_path / "runs"), "--trainer.accumulate_grad_batches", "2", "--trainer.max_epochs", "3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: trainer.max_epochs=3" in err and "error: trainer.accumulate_grad_batches=2" in err
+
+
+def test_test_and_predict_are_not_offered(capsys):
+    for subcommand in ("test", "predict"):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli([subcommand])
+        assert exit_info.value.code == 2
+        assert f"invalid choice: '{subcommand}' (choose from 'fit', 'validate')" in capsys.readouterr().err
+
+
+def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path, capsys):
+    config = tmp_path / "broken.yaml"
+    config.write_text("model:\n  lr: [0.1\n")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "-c", str(config), "--trainer.default_root_dir", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: -c {config} is not valid YAML" in err and f'in "{config}", line 2' in err
+    assert "<unicode string>" not in err and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("module, expected", [("lightning_cl", "usage: lightning-cl [-c CONFIG] {fit,validate}"),
+                                              ("lightning_cl.study", "usage: lightning-cl-study [-h]")])
+def test_module_help_names_the_command(module, expected):
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert expected in out.stdout and "__main__.py" not in out.stdout
+
+
+def test_claiming_run_directories_at_once_gives_each_its_own():
+    from concurrent.futures import ThreadPoolExecutor
+    import tempfile
+
+    from lightning_cl.cli import claim_run_dir
+
+    with tempfile.TemporaryDirectory() as root:
+        logs = Path(root) / "lightning_logs"
+        with ThreadPoolExecutor(8) as pool:
+            versions = list(pool.map(lambda _: claim_run_dir(logs), range(32)))
+        assert sorted(versions) == list(range(32))
+        assert sorted(d.name for d in logs.iterdir()) == sorted(f"version_{v}" for v in range(32))
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("round_", [1, 2])
+def test_runs_started_together_each_get_their_own_directory(round_, mnist_dir, tmp_path_factory):
+    root = tmp_path_factory.getbasetemp() / "together"  # shared by both rounds: the second finds version_0..5
+    runs = 6
+    command = [sys.executable, "-m", "lightning_cl", "fit", "-c", "configs/split_mnist/sequential.yaml",
+               "--data.data_dir", mnist_dir, "--trainer.default_root_dir", str(root), "--data.tasks", "[[0, 1]]",
+               "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
+               "--task_loop.epochs_per_task", "1", "--trainer.enable_progress_bar", "false",
+               "--trainer.enable_model_summary", "false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    processes = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(runs)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for p, (_, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-2000:]
+    run_dirs = sorted((root / "lightning_logs").iterdir())
+    assert len(run_dirs) == runs * round_
+    printed = {line for out, _ in outputs for line in out.splitlines() if line.startswith("results: ")}
+    assert len(printed) == runs  # each run of this round reports its own results.json
+    for run_dir in run_dirs:
+        assert sorted(p.name for p in run_dir.iterdir() if p.is_file() and not p.name.startswith("events")) == [
+            "config.yaml", "hparams.yaml", "results.json"], run_dir
+        assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1, run_dir
+        assert (run_dir / "checkpoints/last.ckpt").is_file()
+        assert json.loads((run_dir / "results.json").read_text())["complete"]
 
 
 @pytest.mark.parametrize("config", sorted(p for p in (REPO / "configs").glob("*/*.yaml") if p.parent.name != "studies"),
@@ -175,17 +287,24 @@ def test_a_checkpoint_that_runs_code_is_refused_without_running_it(tmp_path, cap
     marker = tmp_path / "the_checkpoint_ran_code"
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "payload": WritesAFileWhenUnpickled(str(marker))}, evil)
-    for ckpt, message in ((evil, "cannot be loaded safely (weights_only)"), (tmp_path / "missing.ckpt", "does not exist")):
+    truncated = tmp_path / "truncated.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    for ckpt, message in ((evil, "cannot be loaded safely (weights_only)"), (tmp_path / "missing.ckpt", "does not exist"),
+                          (truncated, "is corrupt or not a checkpoint (RuntimeError: PytorchStreamReader failed")):
         with pytest.raises(SystemExit) as exit_info:
             run_cli(["fit", "-c", str(REPO / "configs/split_mnist/sequential.yaml"),
                      "--trainer.default_root_dir", str(tmp_path / "runs"), "--ckpt_path", str(ckpt)])
-        assert exit_info.value.code == 2 and message in capsys.readouterr().err
-    assert not marker.exists()
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err
+        assert "weights_only=False" not in err  # never advise the unsafe way round
+    assert not marker.exists() and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.mnist
 @pytest.mark.parametrize("how, exit_code, error", [("exception", 1, "RuntimeError: a callback failed in task 2"),
-                                                   ("sigint", 1, "KeyboardInterrupt")])
+                                                   ("sigint", 1, "KeyboardInterrupt"),
+                                                   ("sigterm", 143, "the run was terminated by SIGTERM")])
 def test_a_failing_run_keeps_its_results_marked_incomplete(how, exit_code, error, mnist_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run(
@@ -201,3 +320,76 @@ def test_a_failing_run_keeps_its_results_marked_incomplete(how, exit_code, error
     assert results["complete"] is False and error in results["error"]
     assert results["tasks_done"] == 1 and len(results["accuracy_matrix"]) == 1  # task 1 was measured and kept
     assert (path.parent / "checkpoints/last.ckpt").exists()  # and can be resumed from
+    if how == "sigterm":  # a scheduler's SIGTERM: the error says how to resume, on stderr and in results.json
+        resume = f"lightning-cl fit -c {path.parent / 'config.yaml'} --ckpt_path {path.parent / 'checkpoints/last.ckpt'}"
+        assert resume in results["error"] and f"error: {results['error']}" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def ogd_run(mnist_dir, tmp_path_factory):
+    """A finished two-task OGD run (threshold stopping, lr factor): its directory."""
+    root = tmp_path_factory.mktemp("ogd")
+    run_cli(["fit", "-c", str(REPO / "configs/split_mnist/ogd_bn.yaml"), "--data.data_dir", mnist_dir,
+             "--data.tasks", "[[1, 2], [3, 4]]", "--trainer.default_root_dir", str(root),
+             "--trainer.limit_train_batches", "2", "--task_loop.epochs_per_task", "1",
+             "--trainer.enable_progress_bar", "false"])
+    (path,) = root.rglob("last.ckpt")
+    return path.parent.parent
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("override, message", [
+    (["--trainer.callbacks", "[]"], "trainer.callbacks: checkpoint ['OrthogonalGradientDescent', 'AccuracyThreshold', "
+                                    "'TaskLearningRate'], config []"),
+    (["--task_loop.epochs_per_task", "2"], "task_loop.epochs_per_task: checkpoint 1, config 2"),
+    (["--trainer.callbacks.init_args.factor", "0.5"],
+     "trainer.callbacks[2] (TaskLearningRate).init_args.factor: checkpoint 0.2, config 0.5"),
+    (["--seed_everything", "3"], "seed_everything: checkpoint 0, config 3"),
+    (["--trainer.limit_train_batches", "5"], "trainer.limit_train_batches: checkpoint 2.0, config 5.0"),
+])
+def test_resuming_with_other_training_settings_is_refused(ogd_run, tmp_path, override, message, capsys):
+    root = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "-c", str(ogd_run / "config.yaml"), "--trainer.default_root_dir", str(root),
+                 "--ckpt_path", str(ogd_run / "checkpoints/last.ckpt"), *override])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"was made with another config ({message}" in err and f"-c {ogd_run / 'config.yaml'}" in err
+    assert not root.exists()
+
+
+@pytest.mark.mnist
+def test_a_threshold_change_is_named(ogd_run, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run_cli(["fit", "-c", str(REPO / "configs/split_mnist/ogd_bn_t95.yaml"), "-c", str(ogd_run / "config.yaml"),
+                 "-c", str(REPO / "configs/split_mnist/ogd_bn_t95.yaml"), "--data.tasks", "[[1, 2], [3, 4]]",
+                 "--data.data_dir", json.loads((ogd_run / "results.json").read_text())["config"]["data"]["data_dir"],
+                 "--trainer.limit_train_batches", "2", "--task_loop.epochs_per_task", "1",
+                 "--trainer.default_root_dir", str(tmp_path / "runs"),
+                 "--ckpt_path", str(ogd_run / "checkpoints/last.ckpt")])
+    err = capsys.readouterr().err
+    assert "trainer.callbacks[1] (AccuracyThreshold).init_args.threshold: checkpoint 0.98, config 0.95" in err
+
+
+@pytest.mark.mnist
+def test_resuming_a_finished_run_says_it_is_finished_and_writes_nothing(ogd_run, tmp_path, capsys):
+    root = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "-c", str(ogd_run / "config.yaml"), "--trainer.default_root_dir", str(root),
+                 "--ckpt_path", str(ogd_run / "checkpoints/last.ckpt")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "is the end of a finished run (task 2 of 2 trained): there is nothing to resume" in err
+    assert f"Its results are in {ogd_run / 'results.json'}" in err
+    assert not root.exists()
+
+
+@pytest.mark.mnist
+def test_validate_on_a_checkpoint_writes_no_run_directory(checkpoint, mnist_dir, tmp_path, capsys):
+    root = tmp_path / "runs"
+    run_cli(["validate", "-c", str(REPO / "configs/split_mnist/sequential.yaml"), "--data.data_dir", mnist_dir,
+             "--trainer.default_root_dir", str(root), "--trainer.limit_val_batches", "2",
+             "--trainer.enable_progress_bar", "false", "--ckpt_path", str(checkpoint)])
+    assert "val/acc" in capsys.readouterr().out  # it validated, and printed its metrics
+    assert not root.exists() or not any(root.rglob("*"))
+
