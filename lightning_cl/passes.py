@@ -31,6 +31,11 @@ def _logits(out: torch.Tensor | tuple) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
+def trainable_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
+    """``module``'s parameters that take a gradient, by name, in ``named_parameters()`` order."""
+    return {name: p for name, p in module.named_parameters() if p.requires_grad}
+
+
 def first_examples(batches: Iterable[Batch], n: int) -> Batch:
     """The first ``n`` examples of ``batches`` as one ``(x, y, t)`` (fewer if there are not
     that many). On a shuffled pass (``task_train_loader``) they are a random sample of the task."""
@@ -100,7 +105,7 @@ def per_example_gradients(
         ``{name: (examples, [len(of),] *param.shape)}`` for each trainable parameter, in
         ``module.named_parameters()`` order.
     """
-    params = {name: p.detach() for name, p in module.named_parameters() if p.requires_grad}
+    params = {name: p.detach() for name, p in trainable_parameters(module).items()}
     buffers = dict(module.named_buffers())
     units = torch.ones(len(y), 1, dtype=torch.bool, device=y.device) if units is None else units
 
