@@ -101,8 +101,9 @@ class SI(Method):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        # The path of an unfinished task too: a resumed run continues it exactly.
-        return {key: None if (tensors := getattr(self, key)) is None else {n: v.cpu() for n, v in tensors.items()}
+        # The path of an unfinished task too: a resumed run continues it exactly. Copies, as the
+        # path is updated in place (.cpu() of a CPU tensor would return the live tensor).
+        return {key: None if (tensors := getattr(self, key)) is None else {n: v.to("cpu", copy=True) for n, v in tensors.items()}
                 for key in ("omega", "anchor", "path", "task_start")}
 
     @override
