@@ -67,7 +67,8 @@ def test_penalty_is_zero_at_the_anchor_and_the_fisher_weighted_quadratic_elsewhe
     assert ewc.loss_terms(trainer, model, None, None)["ewc"].item() == 0.0
     shift_parameters(model, 0.1)
     fisher_sum = sum(f.sum() for f in ewc.fishers[0].values())
-    assert ewc.loss_terms(trainer, model, None, None)["ewc"].item() == pytest.approx(3.0 / 2 * 0.01 * fisher_sum.item(), rel=1e-4)
+    penalty = ewc.loss_terms(trainer, model, None, None)["ewc"].item()
+    assert penalty == pytest.approx(3.0 / 2 * 0.01 * fisher_sum.item(), rel=1e-4)
     ewc.on_task_end(trainer, model, task=1)  # a second anchor, 0.1 away from the first
     shift_parameters(model, 0.1)
     expected = 3.0 / 2 * (0.04 * fisher_sum + 0.01 * sum(f.sum() for f in ewc.fishers[1].values()))
@@ -78,7 +79,8 @@ def test_penalty_is_zero_at_the_anchor_and_the_fisher_weighted_quadratic_elsewhe
 
 def test_online_ewc_keeps_one_running_fisher_and_the_latest_anchor(model_and_data):
     model, x, y = model_and_data
-    online, ewc, trainer = OnlineEWC(lam=1.0, gamma=0.5, fisher_examples=16), EWC(lam=1.0, fisher_examples=16), stub_trainer(x, y)
+    online, ewc = OnlineEWC(lam=1.0, gamma=0.5, fisher_examples=16), EWC(lam=1.0, fisher_examples=16)
+    trainer = stub_trainer(x, y)
     for task in range(2):
         online.on_task_end(trainer, model, task)
         ewc.on_task_end(trainer, model, task)

@@ -76,7 +76,9 @@ class SI(Method):
         self._before = {n: p.detach().clone() for n, p in params.items()}
 
     @override
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if not self._before:
             return
         for n, p in trainable_parameters(pl_module.network).items():
@@ -103,8 +105,8 @@ class SI(Method):
     def state_dict(self) -> dict[str, Any]:
         # The path of an unfinished task too: a resumed run continues it exactly. Copies, as the
         # path is updated in place (.cpu() of a CPU tensor would return the live tensor).
-        return {key: None if (tensors := getattr(self, key)) is None else {n: v.to("cpu", copy=True) for n, v in tensors.items()}
-                for key in ("omega", "anchor", "path", "task_start")}
+        copy = lambda tensors: None if tensors is None else {n: v.to("cpu", copy=True) for n, v in tensors.items()}  # noqa: E731
+        return {key: copy(getattr(self, key)) for key in ("omega", "anchor", "path", "task_start")}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
