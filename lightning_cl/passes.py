@@ -1,12 +1,185 @@
-"""Pure passes over data that methods share (STYLE.md: "mean gradient, per-example gradients,
-Fisher diagonal, layer inputs"), tested once on small tensors."""
+"""Pure passes over data that continual-learning methods share: a mean-loss gradient (OGD),
+per-example gradients (OGD's paper variants), the diagonal empirical Fisher (EWC, Kirkpatrick
+et al. 2017), the output-norm importance (MAS, Aljundi et al. 2018) and the layer inputs (GPM).
+
+Nothing here knows about Lightning: each function takes a module (or a forward function) and
+tensors, leaves the module as it found it (mode, BatchNorm statistics), and is unit-tested on
+tiny models in tests/test_passes.py. Per-example quantities use ``torch.func`` (``vmap`` of
+``grad``) instead of a Python loop over examples.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, grad, jacrev, vmap
+
+from lightning_cl.gradients import flatten_grads
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x, y, task id
+# What a per-example gradient is taken of: (logits of one example, its label (0-d), the bool row of
+# the output units it may use) -> a scalar, or a vector for a Jacobian. Under vmap a 0-d tensor
+# cannot index (that would need .item()): use gather.
+ExampleFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _logits(out: torch.Tensor | tuple) -> torch.Tensor:
+    """Our networks return ``(logits, hidden)``; a plain ``nn.Module`` may return the logits."""
+    return out[0] if isinstance(out, tuple) else out
+
+
+def trainable_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
+    """``module``'s parameters that take a gradient, by name, in ``named_parameters()`` order."""
+    return {name: p for name, p in module.named_parameters() if p.requires_grad}
+
+
+def first_examples(batches: Iterable[Batch], n: int) -> Batch:
+    """The first ``n`` examples of ``batches`` as one ``(x, y, t)`` (fewer if there are not
+    that many). On a shuffled pass (``task_train_loader``) they are a random sample of the task."""
+    parts, count = [], 0
+    for batch in batches:
+        parts.append(batch[:3])
+        count += len(batch[1])
+        if count >= n:
+            break
+    return tuple(torch.cat(p)[:n] for p in zip(*parts))
+
+
+def mean_loss_gradient(
+    module: nn.Module,
+    batches: Iterable[Batch],
+    params: Sequence[torch.Tensor],
+    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | tuple] | None = None,
+) -> torch.Tensor:
+    """The gradient of the cross-entropy, averaged over ``batches``, flattened over ``params``
+    (:func:`~lightning_cl.gradients.flatten_grads` layout), with ``module`` in train mode.
+
+    ``forward(x, t)`` gives the logits (default ``module(x)``; OGD passes the scenario's masked
+    forward). Train mode updates BatchNorm's running statistics: they are restored, and so is
+    the module's mode, because measuring must not change the model.
+    """
+    forward = forward if forward is not None else (lambda x, t: module(x))
+    total = torch.zeros(sum(p.numel() for p in params), device=params[0].device)
+    count = 0
+    was_training = module.training
+    buffers = {name: b.clone() for name, b in module.named_buffers()}
+    module.train()
+    with torch.enable_grad():
+        for x, y, t in batches:
+            grads = torch.autograd.grad(F.cross_entropy(_logits(forward(x, t)), y), params, allow_unused=True)
+            total += flatten_grads(params, grads)
+            count += 1
+    with torch.no_grad():
+        for name, b in module.named_buffers():
+            b.copy_(buffers[name])
+    module.train(was_training)
+    return total / max(count, 1)
+
+
+def per_example_gradients(
+    module: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    of: ExampleFn,
+    units: torch.Tensor | None = None,
+    jacobian: bool = False,
+    chunk_size: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Per example, the gradient of ``of(logits, y, t)`` with respect to every trainable
+    parameter of ``module``, in eval mode (BatchNorm's running statistics, no Dropout: the
+    only mode in which one example's gradient is defined for a BatchNorm network).
+
+    Args:
+        module: returns the logits (or ``(logits, hidden)``) of a batch.
+        x, y: the examples and their labels.
+        of: what to differentiate, from one example's unmasked logits ``(outputs,)``.
+        units: ``(examples, outputs)`` bool, each example's units (task-IL: its task's row of
+            the unit mask); default all True.
+        jacobian: ``of`` returns a vector: give its Jacobian (``jacrev``) instead of a gradient.
+        chunk_size: examples per vectorised computation (bounds memory); None: all at once.
+
+    Returns:
+        ``{name: (examples, [len(of),] *param.shape)}`` for each trainable parameter, in
+        ``module.named_parameters()`` order.
+    """
+    params = {name: p.detach() for name, p in trainable_parameters(module).items()}
+    buffers = dict(module.named_buffers())
+    units = torch.ones(len(y), 1, dtype=torch.bool, device=y.device) if units is None else units
+
+    def example_fn(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor, ui: torch.Tensor) -> torch.Tensor:
+        return of(_logits(functional_call(module, (p, buffers), (xi.unsqueeze(0),)))[0], yi, ui)
+
+    fn = (jacrev if jacobian else grad)(example_fn)
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.enable_grad():
+            return vmap(fn, in_dims=(None, 0, 0, 0), chunk_size=chunk_size)(params, x, y, units)
+    finally:
+        module.train(was_training)
+
+
+def _units(t: torch.Tensor | None, unit_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Each example's row of the task-IL unit mask (None: every unit)."""
+    return None if unit_mask is None else unit_mask[t]
+
+
+def _mean_over_chunks(
+    module: nn.Module, x: torch.Tensor, y: torch.Tensor, units: torch.Tensor | None, of: ExampleFn,
+    transform: Callable[[torch.Tensor], torch.Tensor], chunk_size: int,
+) -> dict[str, torch.Tensor]:
+    """Mean over examples of ``transform(per-example gradient of of)``, one chunk at a time, so
+    that only ``chunk_size`` per-example gradients exist at once (each is as large as the model)."""
+    total: dict[str, torch.Tensor] = {}
+    for start in range(0, len(x), chunk_size):
+        end = start + chunk_size
+        chunk_units = None if units is None else units[start:end]
+        grads = per_example_gradients(module, x[start:end], y[start:end], of, chunk_units)
+        for name, g in grads.items():
+            summed = transform(g).sum(0)
+            total[name] = total[name] + summed if name in total else summed
+    return {name: s / max(len(x), 1) for name, s in total.items()}
+
+
+def fisher_diagonal(
+    module: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    t: torch.Tensor | None = None,
+    unit_mask: torch.Tensor | None = None,
+    chunk_size: int = 100,
+) -> dict[str, torch.Tensor]:
+    """EWC's diagonal empirical Fisher: the mean over the examples of the squared gradient of
+    the log-likelihood of the true label, ``log softmax(logits)[y]``, in eval mode.
+
+    ``unit_mask`` (task-IL, ``(tasks, outputs)`` bool) restricts each example's softmax to its
+    task's units, as the training loss does. Returns ``{name: tensor shaped like the parameter}``.
+    """
+    def log_likelihood(logits: torch.Tensor, yi: torch.Tensor, ui: torch.Tensor) -> torch.Tensor:
+        logits = logits.masked_fill(~ui, torch.finfo(logits.dtype).min)  # as mask_logits does
+        return F.log_softmax(logits, dim=0).gather(0, yi.unsqueeze(0)).squeeze(0)
+
+    return _mean_over_chunks(module, x, y, _units(t, unit_mask), log_likelihood, torch.square, chunk_size)
+
+
+def output_norm_importance(
+    module: nn.Module,
+    x: torch.Tensor,
+    t: torch.Tensor | None = None,
+    unit_mask: torch.Tensor | None = None,
+    chunk_size: int = 100,
+) -> dict[str, torch.Tensor]:
+    """MAS's importance: the mean over the examples of ``|d ||f(x)||^2 / d theta|``, ``f(x)``
+    the logits, in eval mode. With ``unit_mask`` (task-IL) ``f(x)`` is the example's task's
+    units only (a head per task). Returns ``{name: tensor shaped like the parameter}``."""
+    def squared_norm(logits: torch.Tensor, yi: torch.Tensor, ui: torch.Tensor) -> torch.Tensor:
+        return (logits * ui).square().sum()  # zero, not -inf as in mask_logits: other tasks' units add nothing
+
+    labels = torch.zeros(len(x), dtype=torch.long, device=x.device)  # unused
+    return _mean_over_chunks(module, x, labels, _units(t, unit_mask), squared_norm, torch.abs, chunk_size)
 
 
 @torch.no_grad()

@@ -12,17 +12,22 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
-from torch.func import functional_call, grad, jacrev, vmap
 from typing_extensions import override
 
 from lightning_cl.gradients import flat_views, flatten_grads, orthonormal_extend, project_out_, write_flat_grad
 from lightning_cl.method import Method
+from lightning_cl.passes import first_examples, mean_loss_gradient, per_example_gradients
 from lightning_cl.task_callback import setting
 
 Variant = Literal["mean_loss", "gtl", "all", "ave"]
 VARIANTS = ("mean_loss", "gtl", "all", "ave")
+# What the paper's variants differentiate, per example: (logits, label, units) -> scalar or vector.
+LOGIT_OF = {
+    "gtl": lambda logits, y, units: logits.gather(0, y.unsqueeze(0)).squeeze(0),  # the ground-truth logit
+    "ave": lambda logits, y, units: logits.mean(),
+    "all": lambda logits, y, units: logits,  # every logit: a Jacobian
+}
 
 
 class OrthogonalGradientDescent(Method):
@@ -149,56 +154,19 @@ class OrthogonalGradientDescent(Method):
         self.vectors_per_task.append(self.basis_size - before)
 
     def _mean_loss_gradient(self, trainer: Trainer, pl_module: LightningModule, task: int) -> torch.Tensor:
-        total = torch.zeros(self.basis.shape[1], device=pl_module.device)
-        batches = 0
-        was_training = pl_module.training
-        buffers = {name: b.clone() for name, b in pl_module.named_buffers()}
-        pl_module.train()
-        with torch.enable_grad():
-            for x, y, t in trainer.datamodule.task_train_loader(task):
-                logits, _ = pl_module.scenario_forward(x, t)
-                grads = torch.autograd.grad(F.cross_entropy(logits, y), self._params, allow_unused=True)
-                total += flatten_grads(self._params, grads)
-                batches += 1
-        # Train mode updated BatchNorm's running statistics: measuring must not change the model.
-        with torch.no_grad():
-            for name, b in pl_module.named_buffers():
-                b.copy_(buffers[name])
-        pl_module.train(was_training)
-        return total / max(batches, 1)
+        loader = trainer.datamodule.task_train_loader(task)
+        return mean_loss_gradient(pl_module, loader, self._params, forward=pl_module.scenario_forward)
 
     def _per_example_gradients(self, trainer: Trainer, pl_module: LightningModule, task: int) -> torch.Tensor:
         per_process = -(-self.examples_per_task // trainer.world_size)
-        xs, ys, count = [], [], 0
-        for x, y, _ in trainer.datamodule.task_train_loader(task):  # a shuffled pass: a random sample of the task
-            xs.append(x), ys.append(y)
-            count += len(y)
-            if count >= per_process:
-                break
-        x, y = torch.cat(xs)[:per_process], torch.cat(ys)[:per_process]
-
-        names = [name for name, p in pl_module.named_parameters() if p.requires_grad]
-        params = {name: p.detach() for name, p in pl_module.named_parameters() if p.requires_grad}
-        buffers = dict(pl_module.named_buffers())
-
-        def logits_of(p: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
-            out = functional_call(pl_module, (p, buffers), (xi.unsqueeze(0),))
-            return (out[0] if isinstance(out, tuple) else out)[0]
-
-        if self.variant == "gtl":
-            fn = grad(lambda p, xi, yi: logits_of(p, xi).gather(0, yi.unsqueeze(0)).squeeze(0))
-        elif self.variant == "ave":
-            fn = grad(lambda p, xi, yi: logits_of(p, xi).mean())
-        else:
-            fn = jacrev(lambda p, xi, yi: logits_of(p, xi))
-        was_training = pl_module.training
-        pl_module.eval()
-        with torch.enable_grad():
-            grads = vmap(fn, in_dims=(None, 0, 0), chunk_size=self.chunk_size)(params, x, y)
-        pl_module.train(was_training)
+        # A shuffled pass: its first examples are a random sample of the task.
+        x, y, _ = first_examples(trainer.datamodule.task_train_loader(task), per_process)
+        # The network's unmasked logits (in task-IL too).
+        grads = per_example_gradients(pl_module, x, y, LOGIT_OF[self.variant], jacobian=self.variant == "all",
+                                      chunk_size=self.chunk_size)
         # (examples, [classes,] *shape) per parameter -> (examples * [classes], n), parameter order as in _params
         lead = 2 if self.variant == "all" else 1
-        return torch.cat([grads[name].reshape(*grads[name].shape[:lead], -1) for name in names], dim=-1).reshape(
+        return torch.cat([g.reshape(*g.shape[:lead], -1) for g in grads.values()], dim=-1).reshape(
             -1, self.basis.shape[1]
         )
 

@@ -1,0 +1,119 @@
+"""Elastic Weight Consolidation (Kirkpatrick et al. 2017, "Overcoming catastrophic forgetting in
+neural networks", PNAS, arXiv:1612.00796) and its online variant (Schwarz et al. 2018, "Progress
+& Compress: A scalable framework for continual learning", ICML, arXiv:1805.06370).
+
+After each task, the diagonal empirical Fisher information of the task (SPEC.md: per-example
+gradients of the log-likelihood of the true label, squared, averaged over up to 1000 training
+examples) says how much each parameter mattered; later tasks pay
+``lam/2 * sum_k F_k (theta - theta*_k)^2`` for moving it away from where task ``k`` left it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from typing_extensions import override
+
+from lightning_cl.method import Method
+from lightning_cl.passes import first_examples, fisher_diagonal, trainable_parameters
+from lightning_cl.task_callback import setting
+
+Tensors = dict[str, torch.Tensor]  # parameter name (in ``pl_module.network``) -> tensor
+
+
+class EWC(Method):
+    """Penalise moving the parameters that the Fisher of an earlier task says it relied on.
+
+    After each task (but the last), the diagonal empirical Fisher ``F_k`` of that task is
+    estimated on its first ``fisher_examples`` training examples of a shuffled pass, in eval
+    mode, with the scenario's output mask; the parameters ``theta*_k`` are kept. Every later
+    training step adds ``lam/2 * sum_k sum_i F_k,i (theta_i - theta*_k,i)^2``, logged as
+    ``train/loss_ewc``. The Fisher is per task, so memory grows by two models per task.
+
+    Args:
+        lam: the penalty's weight lambda (SPEC.md, Split-MNIST: task-IL 1e5, domain-IL 1e10,
+            class-IL 1e9).
+        fisher_examples: the most training examples of a task the Fisher is averaged over.
+
+    Raises:
+        ValueError: for a negative ``lam`` or ``fisher_examples`` below 1.
+    """
+
+    name = "ewc"
+
+    def __init__(self, lam: float, fisher_examples: int = 1000) -> None:
+        if lam < 0:
+            raise ValueError(f"{setting(self, 'lam')}={lam} must be >= 0.")
+        if fisher_examples < 1:
+            raise ValueError(f"{setting(self, 'fisher_examples')}={fisher_examples} must be at least 1.")
+        self.lam, self.fisher_examples = lam, fisher_examples
+        self.fishers: list[Tensors] = []  # F_k, one per consolidated task
+        self.anchors: list[Tensors] = []  # theta*_k
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # After a checkpoint restore the state is on the CPU.
+        device = pl_module.device
+        self.fishers = [{n: f.to(device) for n, f in fisher.items()} for fisher in self.fishers]
+        self.anchors = [{n: a.to(device) for n, a in anchor.items()} for anchor in self.anchors]
+
+    @override
+    def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
+        if task + 1 == trainer.datamodule.num_tasks:
+            return  # no later task would be penalised
+        x, y, t = first_examples(trainer.datamodule.task_train_loader(task), self.fisher_examples)
+        fisher = fisher_diagonal(pl_module.network, x, y, t, unit_mask=pl_module.unit_mask)
+        self._consolidate(fisher, {n: p.detach().clone() for n, p in trainable_parameters(pl_module.network).items()})
+
+    def _consolidate(self, fisher: Tensors, anchor: Tensors) -> None:
+        self.fishers.append(fisher)
+        self.anchors.append(anchor)
+
+    def penalty(self, pl_module: LightningModule) -> torch.Tensor:
+        """``lam/2 * sum_k sum_i F_k,i (theta_i - theta*_k,i)^2`` (0 before the first task ends)."""
+        params = trainable_parameters(pl_module.network)
+        total = sum((f[n] * (params[n] - a[n]).square()).sum() for f, a in zip(self.fishers, self.anchors) for n in f)
+        return self.lam / 2 * total
+
+    @override
+    def loss_terms(self, trainer: Trainer, pl_module: LightningModule, batch: Any, outputs: Any) -> dict[str, torch.Tensor]:
+        return {self.name: self.penalty(pl_module)} if self.fishers else {}
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        cpu = lambda tensors: {n: v.cpu() for n, v in tensors.items()}  # noqa: E731
+        return {"fishers": [cpu(f) for f in self.fishers], "anchors": [cpu(a) for a in self.anchors]}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.fishers, self.anchors = list(state_dict["fishers"]), list(state_dict["anchors"])
+
+
+class OnlineEWC(EWC):
+    """EWC with one running Fisher, ``F <- gamma * F + F_new`` after each task, and one anchor,
+    the parameters after the latest task (Schwarz et al. 2018): memory stays at two models.
+
+    Args:
+        lam: the penalty's weight (SPEC.md: EWC's lambda of the scenario).
+        gamma: how much of the running Fisher is kept at each task end (1: none is forgotten).
+        fisher_examples: the most training examples of a task the Fisher is averaged over.
+
+    Raises:
+        ValueError: for a negative ``lam``, ``gamma`` outside [0, 1] or ``fisher_examples`` below 1.
+    """
+
+    name = "online_ewc"
+
+    def __init__(self, lam: float, gamma: float = 1.0, fisher_examples: int = 1000) -> None:
+        super().__init__(lam, fisher_examples)
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"{setting(self, 'gamma')}={gamma} must be in [0, 1].")
+        self.gamma = gamma
+
+    @override
+    def _consolidate(self, fisher: Tensors, anchor: Tensors) -> None:
+        if self.fishers:
+            fisher = {n: self.gamma * self.fishers[0][n] + f for n, f in fisher.items()}
+        self.fishers, self.anchors = [fisher], [anchor]

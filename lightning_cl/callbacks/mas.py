@@ -1,0 +1,84 @@
+"""Memory Aware Synapses (Aljundi, Babiloni, Elhoseiny, Rohrbach and Tuytelaars 2018, "Memory
+Aware Synapses: Learning what (not) to forget", ECCV, arXiv:1711.09601).
+
+A parameter's importance is how sensitive the network's output is to it, without labels: the
+mean over a task's examples of ``|d ||f(x)||^2 / d theta|``, ``f(x)`` the logits. Importances
+add up over tasks, and later tasks pay ``lam * sum Omega (theta - theta*)^2``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from typing_extensions import override
+
+from lightning_cl.method import Method
+from lightning_cl.passes import first_examples, output_norm_importance, trainable_parameters
+from lightning_cl.task_callback import setting
+
+Tensors = dict[str, torch.Tensor]  # parameter name (in ``pl_module.network``) -> tensor
+
+
+class MAS(Method):
+    """Penalise moving the parameters that the outputs on earlier tasks were sensitive to.
+
+    After each task (but the last), the importance is measured on the task's first
+    ``examples`` training examples of a shuffled pass, in eval mode (in task-IL ``f(x)`` is the
+    example's task's units), added to ``Omega``, and ``theta*`` becomes the current
+    parameters. Every later step adds ``lam * sum_i Omega_i (theta_i - theta*_i)^2``, logged as
+    ``train/loss_mas``.
+
+    Args:
+        lam: the penalty's weight (not in SPEC.md; configs/methods/mas.yaml records how it was chosen).
+        examples: the most training examples of a task the importance is averaged over.
+
+    Raises:
+        ValueError: for a negative ``lam`` or ``examples`` below 1.
+    """
+
+    name = "mas"
+
+    def __init__(self, lam: float, examples: int = 1000) -> None:
+        if lam < 0:
+            raise ValueError(f"{setting(self, 'lam')}={lam} must be >= 0.")
+        if examples < 1:
+            raise ValueError(f"{setting(self, 'examples')}={examples} must be at least 1.")
+        self.lam, self.examples = lam, examples
+        self.omega: Tensors | None = None
+        self.anchor: Tensors | None = None
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # After a checkpoint restore the state is on the CPU.
+        if self.omega is not None:
+            self.omega = {n: v.to(pl_module.device) for n, v in self.omega.items()}
+            self.anchor = {n: v.to(pl_module.device) for n, v in self.anchor.items()}
+
+    @override
+    def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
+        if task + 1 == trainer.datamodule.num_tasks:
+            return  # no later task would be penalised
+        x, _, t = first_examples(trainer.datamodule.task_train_loader(task), self.examples)
+        new = output_norm_importance(pl_module.network, x, t, unit_mask=pl_module.unit_mask)
+        self.omega = new if self.omega is None else {n: self.omega[n] + new[n] for n in new}
+        self.anchor = {n: p.detach().clone() for n, p in trainable_parameters(pl_module.network).items()}
+
+    def penalty(self, pl_module: LightningModule) -> torch.Tensor:
+        """``lam * sum_i Omega_i (theta_i - theta*_i)^2``."""
+        params = trainable_parameters(pl_module.network)
+        return self.lam * sum((self.omega[n] * (params[n] - self.anchor[n]).square()).sum() for n in self.omega)
+
+    @override
+    def loss_terms(self, trainer: Trainer, pl_module: LightningModule, batch: Any, outputs: Any) -> dict[str, torch.Tensor]:
+        return {self.name: self.penalty(pl_module)} if self.omega is not None else {}
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        cpu = lambda tensors: None if tensors is None else {n: v.cpu() for n, v in tensors.items()}  # noqa: E731
+        return {"omega": cpu(self.omega), "anchor": cpu(self.anchor)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.omega, self.anchor = state_dict["omega"], state_dict["anchor"]

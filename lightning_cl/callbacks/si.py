@@ -1,0 +1,114 @@
+"""Synaptic Intelligence (Zenke, Poole and Ganguli 2017, "Continual Learning Through Synaptic
+Intelligence", ICML, arXiv:1703.04200).
+
+While a task trains, each parameter's contribution to the drop in the loss is accumulated
+along the optimisation path, ``w = sum over steps of -g * delta`` (``g`` the gradient, ``delta``
+the step's change). At the task's end it is normalised by how far the parameter moved,
+``omega += w / (Delta^2 + xi)``, and later tasks pay ``c * sum omega (theta - theta*)^2``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from typing_extensions import override
+
+from lightning_cl.method import Method
+from lightning_cl.passes import trainable_parameters
+from lightning_cl.task_callback import setting
+
+Tensors = dict[str, torch.Tensor]  # parameter name (in ``pl_module.network``) -> tensor
+
+
+class SI(Method):
+    """Penalise moving the parameters whose path integral says they reduced an earlier task's loss.
+
+    ``g`` is read in ``on_before_optimizer_step``, the gradient the optimiser is about to use
+    (of the whole loss, SI's own penalty included, as in van de Ven et al.'s code), and
+    ``delta`` in ``on_train_batch_end``, after the step. Every step after the first task adds
+    ``c * sum_i omega_i (theta_i - theta*_i)^2``, logged as ``train/loss_si``; ``theta*`` are
+    the parameters at the end of the latest task.
+
+    Args:
+        c: the penalty's weight (SPEC.md, Split-MNIST: task-IL 10, domain-IL 5e4, class-IL 5e3).
+        xi: damping of the normalisation, so that a parameter that hardly moved does not get
+            an unbounded importance (SPEC.md: 0.1).
+
+    Raises:
+        ValueError: for a negative ``c`` or a non-positive ``xi``.
+    """
+
+    name = "si"
+
+    def __init__(self, c: float, xi: float = 0.1) -> None:
+        if c < 0:
+            raise ValueError(f"{setting(self, 'c')}={c} must be >= 0.")
+        if xi <= 0:
+            raise ValueError(f"{setting(self, 'xi')}={xi} must be > 0.")
+        self.c, self.xi = c, xi
+        self.omega: Tensors | None = None  # importance, summed over the tasks so far
+        self.anchor: Tensors | None = None  # theta*: the parameters after the latest task
+        self.path: Tensors | None = None  # w of the current task
+        self.task_start: Tensors | None = None  # the parameters when the current task started
+        self._grad: Tensors = {}  # of the step in progress
+        self._before: Tensors = {}
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # After a checkpoint restore the state is on the CPU.
+        for key in ("omega", "anchor", "path", "task_start"):
+            tensors = getattr(self, key)
+            if tensors is not None:
+                setattr(self, key, {n: v.to(pl_module.device) for n, v in tensors.items()})
+
+    @override
+    def on_task_start(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
+        params = trainable_parameters(pl_module.network)
+        self.path = {n: torch.zeros_like(p) for n, p in params.items()}
+        self.task_start = {n: p.detach().clone() for n, p in params.items()}
+
+    @override
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer) -> None:
+        params = trainable_parameters(pl_module.network)
+        self._grad = {n: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for n, p in params.items()}
+        self._before = {n: p.detach().clone() for n, p in params.items()}
+
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not self._before:
+            return
+        for n, p in trainable_parameters(pl_module.network).items():
+            self.path[n] -= self._grad[n] * (p.detach() - self._before[n])
+        self._grad, self._before = {}, {}
+
+    @override
+    def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
+        params = trainable_parameters(pl_module.network)
+        new = {n: self.path[n] / ((p.detach() - self.task_start[n]).square() + self.xi) for n, p in params.items()}
+        self.omega = new if self.omega is None else {n: self.omega[n] + new[n] for n in new}
+        self.anchor = {n: p.detach().clone() for n, p in params.items()}
+
+    def penalty(self, pl_module: LightningModule) -> torch.Tensor:
+        """``c * sum_i omega_i (theta_i - theta*_i)^2``."""
+        params = trainable_parameters(pl_module.network)
+        return self.c * sum((self.omega[n] * (params[n] - self.anchor[n]).square()).sum() for n in self.omega)
+
+    @override
+    def loss_terms(self, trainer: Trainer, pl_module: LightningModule, batch: Any, outputs: Any) -> dict[str, torch.Tensor]:
+        return {self.name: self.penalty(pl_module)} if self.omega is not None else {}
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        # The path of an unfinished task too: a resumed run continues it exactly. Copies, as the
+        # path is updated in place (.cpu() of a CPU tensor would return the live tensor).
+        copy = lambda tensors: None if tensors is None else {n: v.to("cpu", copy=True) for n, v in tensors.items()}  # noqa: E731
+        return {key: copy(getattr(self, key)) for key in ("omega", "anchor", "path", "task_start")}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for key in ("omega", "anchor", "path", "task_start"):
+            setattr(self, key, state_dict[key])
