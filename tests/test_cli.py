@@ -326,10 +326,10 @@ def test_a_failing_run_keeps_its_results_marked_incomplete(how, exit_code, error
 
 
 @pytest.fixture(scope="module")
-def ogd_run(mnist_dir, tmp_path_factory):
+def ogd_run(_verified_mnist_dir, tmp_path_factory):
     """A finished two-task OGD run (threshold stopping, lr factor): its directory."""
     root = tmp_path_factory.mktemp("ogd")
-    run_cli(["fit", "-c", str(REPO / "configs/split_mnist/ogd_bn.yaml"), "--data.data_dir", mnist_dir,
+    run_cli(["fit", "-c", str(REPO / "configs/split_mnist/ogd_bn.yaml"), "--data.data_dir", _verified_mnist_dir,
              "--data.tasks", "[[1, 2], [3, 4]]", "--trainer.default_root_dir", str(root),
              "--trainer.limit_train_batches", "2", "--task_loop.epochs_per_task", "1",
              "--trainer.enable_progress_bar", "false"])
@@ -363,7 +363,7 @@ def test_a_threshold_change_is_named(ogd_run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_cli(["fit", "-c", str(REPO / "configs/split_mnist/ogd_bn_t95.yaml"), "-c", str(ogd_run / "config.yaml"),
                  "-c", str(REPO / "configs/split_mnist/ogd_bn_t95.yaml"), "--data.tasks", "[[1, 2], [3, 4]]",
-                 "--data.data_dir", json.loads((ogd_run / "results.json").read_text())["config"]["data"]["data_dir"],
+                 "--data.data_dir", json.loads((ogd_run / "results.json").read_text())["config"]["data"]["init_args"]["data_dir"],
                  "--trainer.limit_train_batches", "2", "--task_loop.epochs_per_task", "1",
                  "--trainer.default_root_dir", str(tmp_path / "runs"),
                  "--ckpt_path", str(ogd_run / "checkpoints/last.ckpt")])

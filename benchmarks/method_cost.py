@@ -1,0 +1,66 @@
+"""Step cost and memory of each continual-learning method against naive fine-tuning, on the
+published Split-MNIST model (MLP 784-400-400, Adam, batch 128), in one process, methods
+interleaved ``--rounds`` times.
+
+Each run trains tasks [0, 1] and [2, 3] for ``--steps`` steps each (class-IL) and times task
+2's steps, where every method is active (its memory, penalty or basis holds task 1). Prints
+the median ms per step, the ratio to naive fine-tuning, and the method's extra state (its
+checkpointed tensors) in MiB. Targets: regularisers (EWC, SI, MAS) at most 1.2x; ER and LwF
+at most 2.2x (twice the forward work); A-GEM, GPM, OGD at most 2.5x.
+
+    python benchmarks/method_cost.py --steps 200 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from lightning_cl.method import methods_of
+from task_step_cost import timed_fit
+
+BASE = ["-c", "configs/benchmarks/split_mnist.yaml", "--data.tasks", "[[0, 1], [2, 3]]", "--data.scenario", "class"]
+METHODS = {
+    "none": [],
+    **{name: ["-c", f"configs/methods/{name}.yaml"]
+       for name in ("ewc", "online_ewc", "si", "mas", "lwf", "er", "agem", "gpm", "ogd")},
+}
+
+
+def state_mib(state) -> float:
+    """MiB of the tensors in a (nested) state_dict."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size() / 2**20
+    if isinstance(state, dict):
+        return sum(state_mib(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_mib(v) for v in state)
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--data-dir", default="data")
+    args = parser.parse_args()
+    print(f"torch threads: {torch.get_num_threads()}")
+    times: dict[str, list[float]] = {name: [] for name in METHODS}
+    memory: dict[str, float] = {}
+    for r in range(args.rounds):
+        for name, extra in METHODS.items():
+            ms, trainer = timed_fit([*BASE, *extra], args.steps, args.data_dir)
+            times[name].append(ms)
+            memory[name] = sum(state_mib(m.state_dict()) for m in methods_of(trainer))
+        print(f"round {r + 1}: " + ", ".join(f"{n} {t[-1]:.2f}" for n, t in times.items()), flush=True)
+    naive = statistics.median(times["none"])
+    print(f"{'method':12s} {'ms/step':>8s} {'x naive':>8s} {'state MiB':>10s}")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:12s} {median:8.2f} {median / naive:8.2f} {memory[name]:10.1f}")
+
+
+if __name__ == "__main__":
+    main()
