@@ -1,9 +1,19 @@
 """Data: MNIST files and tensors, the in-memory batch loader, the scenarios, and the task
-DataModules (one file per benchmark)."""
+DataModules (one file per benchmark).
 
-from lightning_cl.data.permuted_mnist import PermutedMNIST
-from lightning_cl.data.rotated_mnist import RotatedMNIST
-from lightning_cl.data.split_mnist import SplitMNIST
-from lightning_cl.data.task_data import TaskDataModule
+The DataModules are imported on first use (``lightning_cl.data.SplitMNIST``): the MNIST files
+and tensors need no Lightning, and the plain-PyTorch benchmark baseline imports them alone.
+"""
 
-__all__ = ["PermutedMNIST", "RotatedMNIST", "SplitMNIST", "TaskDataModule"]
+from importlib import import_module
+
+_MODULES = {"PermutedMNIST": "permuted_mnist", "RotatedMNIST": "rotated_mnist", "SplitMNIST": "split_mnist",
+            "TaskDataModule": "task_data"}
+
+__all__ = list(_MODULES)
+
+
+def __getattr__(name: str):
+    if name in _MODULES:
+        return getattr(import_module(f"lightning_cl.data.{_MODULES[name]}"), name)
+    raise AttributeError(f"module 'lightning_cl.data' has no attribute {name!r}")
