@@ -143,14 +143,15 @@ def acc_curve_figure(curves: Sequence[tuple[str, np.ndarray]], title: str) -> Fi
     """ACC on the tasks seen so far against the number of tasks trained: one line per label, the
     mean over its runs (rows of the array), with a band of ± one standard deviation."""
     fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
-    colors = plt.get_cmap("tab20")
+    colors = plt.get_cmap("tab10")  # distinct hues; past ten lines the line style changes
     for k, (label, runs) in enumerate(curves):
         x = np.arange(1, runs.shape[1] + 1)
         mean = runs.mean(0)
-        ax.plot(x, mean, marker="o", ms=3, lw=1.4, color=colors(k % 20), label=f"{label} (n={len(runs)})")
+        ax.plot(x, mean, marker="o", ms=3, lw=1.4, color=colors(k % 10), ls=("-", "--", ":")[k // 10 % 3],
+                label=f"{label} (n={len(runs)})")
         if len(runs) > 1:
             std = runs.std(0, ddof=1)
-            ax.fill_between(x, mean - std, mean + std, color=colors(k % 20), alpha=0.2, lw=0)
+            ax.fill_between(x, mean - std, mean + std, color=colors(k % 10), alpha=0.2, lw=0)
     ax.set(xlabel="tasks trained", ylabel="ACC on the tasks seen so far", ylim=(-0.02, 1.02), title=title)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
