@@ -19,6 +19,8 @@ batch, loss terms and a weight of the current loss, which the training step comb
 
 from __future__ import annotations
 
+import warnings
+
 from typing import Literal
 
 import torch
@@ -33,6 +35,10 @@ from lightning_cl.method import methods_of
 from lightning_cl.models.mlp import MLP, Norm
 
 OPTIMIZERS = ("adam", "sgd")
+
+# The module's on_after_batch_transfer (methods' training batches) is deliberate; Lightning's
+# notice that the DataModule's is not used would otherwise open every run's log.
+warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
 
 
 def l1_activation_penalty(hidden: tuple[torch.Tensor, ...]) -> torch.Tensor:
