@@ -20,7 +20,6 @@ batch, loss terms and a weight of the current loss, which the training step comb
 from __future__ import annotations
 
 import warnings
-
 from typing import Literal
 
 import torch
