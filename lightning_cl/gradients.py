@@ -48,6 +48,41 @@ def flat_views(params: Sequence[torch.Tensor], flat: torch.Tensor) -> list[torch
     return [piece.view_as(p) for piece, p in zip(torch.split(flat, [p.numel() for p in params]), params)]
 
 
+class FlatGradient:
+    """The gradients of ``params`` as one vector that backward accumulates into, for methods
+    that change the step's gradient in place (OGD, A-GEM).
+
+    :meth:`attach` (before backward) makes each ``.grad`` a view of :attr:`flat`;
+    :meth:`gather` (before the optimiser step) returns the flat gradient, copied out when
+    something (a strategy, another callback) replaced a ``.grad``, and :meth:`scatter` then
+    copies a changed copy back. In place, neither copies.
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> None:
+        self.params = list(params)
+        device = self.params[0].device if self.params else None
+        self.flat = torch.zeros(sum(p.numel() for p in self.params), device=device, dtype=dtype)
+        self.views = flat_views(self.params, self.flat)
+
+    def attach(self) -> None:
+        self.flat.zero_()
+        for p, view in zip(self.params, self.views):
+            if p.grad is not view:
+                p.grad = view
+
+    def in_place(self) -> bool:
+        return all(p.grad is view for p, view in zip(self.params, self.views))
+
+    def gather(self) -> torch.Tensor:
+        """The step's gradient as one vector: :attr:`flat` itself when in place, else a copy."""
+        return self.flat if self.in_place() else flatten_grads(self.params)
+
+    def scatter(self, g: torch.Tensor) -> None:
+        """Make ``g`` (from :meth:`gather`, changed) the parameters' gradient."""
+        if g is not self.flat:
+            write_flat_grad(self.params, g)
+
+
 def project_out_(g: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """In place, ``g <- g - B^T (B g)``: remove from ``g`` its component in the span of the rows of ``basis``.
 

@@ -68,7 +68,7 @@ def test_the_step_gradient_does_not_conflict_with_the_memory_gradient():
     projected = flatten_grads(agem._params)
     assert torch.dot(projected, ref).abs() < 1e-4 * g.norm() * ref.norm()
     assert agem._projected.item() == 1 and agem._steps == 1
-    assert all(p.grad is v for p, v in zip(agem._params, agem._grad_views))  # projected in place
+    assert all(p.grad is v for p, v in zip(agem._params, agem._grad.views))  # projected in place
 
 
 @pytest.mark.parametrize("scenario", ["task", "domain", "class"])

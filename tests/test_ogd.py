@@ -73,7 +73,7 @@ def test_the_step_gradient_is_projected_off_the_basis(model_and_data, in_place):
     if in_place:  # as Lightning calls it: backward then fills OGD's flat buffer
         ogd.on_before_backward(trainer, model, loss)
     loss.backward()
-    assert all(p.grad is view for p, view in zip(ogd._params, ogd._grad_views)) == in_place
+    assert all(p.grad is view for p, view in zip(ogd._params, ogd._grad.views)) == in_place
     g = flatten_grads(ogd._params)
     ogd.on_before_optimizer_step(trainer, model, optimizer=None)
     projected = flatten_grads(ogd._params)

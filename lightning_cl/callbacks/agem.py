@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.gradients import agem_project_, flat_views, flatten_grads, write_flat_grad
+from lightning_cl.gradients import FlatGradient, agem_project_, flatten_grads
 from lightning_cl.memory import SAMPLINGS, Memory, Sampling, run_seed, task_stream
 from lightning_cl.method import Method
 from lightning_cl.task_callback import setting
@@ -54,8 +54,7 @@ class AGEM(Method):
         self.memory: Memory | None = None
         self.generator = torch.Generator()  # on the CPU: its state goes into the checkpoint
         self._params: list[torch.nn.Parameter] = []
-        self._flat_grad: torch.Tensor | None = None  # the parameters' gradients as one vector (views of it)
-        self._grad_views: list[torch.Tensor] = []
+        self._grad: FlatGradient | None = None  # the step's gradient, projected in place
         self._projected = None  # steps of the epoch that were projected, counted on the device
         self._steps = 0
 
@@ -70,8 +69,7 @@ class AGEM(Method):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.memory.to(pl_module.device)
         self._params = [p for p in pl_module.parameters() if p.requires_grad]
-        self._flat_grad = torch.zeros(sum(p.numel() for p in self._params), device=pl_module.device)
-        self._grad_views = flat_views(self._params, self._flat_grad)
+        self._grad = FlatGradient(self._params)
 
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -82,11 +80,7 @@ class AGEM(Method):
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
         if not len(self.memory):
             return
-        # Backward then accumulates into one flat vector that is projected in place (as OGD).
-        self._flat_grad.zero_()
-        for p, view in zip(self._params, self._grad_views):
-            if p.grad is not view:
-                p.grad = view
+        self._grad.attach()  # backward then accumulates into one flat vector, projected in place
 
     @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer) -> None:
@@ -96,12 +90,9 @@ class AGEM(Method):
         with torch.enable_grad():
             logits, _ = pl_module.scenario_forward(x, t)
             ref = torch.autograd.grad(F.cross_entropy(logits, y), self._params, allow_unused=True)
-        in_place = all(p.grad is view for p, view in zip(self._params, self._grad_views))
-        # Something (a strategy, another callback) may have replaced a .grad: then copy out and back.
-        g = self._flat_grad if in_place else flatten_grads(self._params)
+        g = self._grad.gather()
         dot = agem_project_(g, flatten_grads(self._params, ref))
-        if not in_place:
-            write_flat_grad(self._params, g)
+        self._grad.scatter(g)
         self._projected += dot < 0  # read at the epoch end: .item() here would sync every step
         self._steps += 1
 

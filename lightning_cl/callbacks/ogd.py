@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.gradients import flat_views, flatten_grads, orthonormal_extend, project_out_, write_flat_grad
+from lightning_cl.gradients import FlatGradient, orthonormal_extend, project_out_
 from lightning_cl.method import Method
 from lightning_cl.passes import first_examples, mean_loss_gradient, per_example_gradients
 from lightning_cl.task_callback import setting
@@ -77,8 +77,7 @@ class OrthogonalGradientDescent(Method):
         self.basis: torch.Tensor | None = None  # (k, n) orthonormal rows, on the training device
         self.vectors_per_task: list[int] = []  # how many rows each task added
         self._params: list[torch.nn.Parameter] = []
-        self._flat_grad: torch.Tensor | None = None  # the parameters' gradients as one vector (views of it)
-        self._grad_views: list[torch.Tensor] = []
+        self._grad: FlatGradient | None = None  # the step's gradient, projected in place
         self._removed_sum: torch.Tensor | None = None  # sum over the epoch's steps of ||B g|| / ||g||, on device
         self._steps = 0
 
@@ -97,8 +96,7 @@ class OrthogonalGradientDescent(Method):
         elif self.basis.shape[1] != n:
             raise ValueError(f"The OGD basis in the checkpoint has {self.basis.shape[1]} entries per vector, the model {n}.")
         self.basis = self.basis.to(pl_module.device)
-        self._flat_grad = torch.zeros(n, device=pl_module.device, dtype=self.basis.dtype)
-        self._grad_views = flat_views(self._params, self._flat_grad)
+        self._grad = FlatGradient(self._params, dtype=self.basis.dtype)
 
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -109,23 +107,16 @@ class OrthogonalGradientDescent(Method):
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
         if self.basis_size == 0:
             return
-        # Backward then accumulates into one flat vector that is projected in place.
-        self._flat_grad.zero_()
-        for p, view in zip(self._params, self._grad_views):
-            if p.grad is not view:
-                p.grad = view
+        self._grad.attach()  # backward then accumulates into one flat vector, projected in place
 
     @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer) -> None:
         if self.basis_size == 0:
             return
-        in_place = all(p.grad is view for p, view in zip(self._params, self._grad_views))
-        # Something (a strategy, another callback) may have replaced a .grad: then copy out and back.
-        g = self._flat_grad if in_place else flatten_grads(self._params)
+        g = self._grad.gather()
         norm = torch.linalg.vector_norm(g)
         coeffs = project_out_(g, self.basis)
-        if not in_place:
-            write_flat_grad(self._params, g)
+        self._grad.scatter(g)
         # Kept on the device and logged at the epoch end: .item() here would sync every step.
         self._removed_sum += torch.linalg.vector_norm(coeffs) / (norm + 1e-12)
         self._steps += 1
