@@ -101,6 +101,17 @@ class Memory:
         index = torch.randperm(len(self), generator=generator)[:n].to(self.y.device, non_blocking=True)
         return self.x[index], self.y[index], self.t[index]
 
+    @classmethod
+    def for_sequence(cls, datamodule, per_class: int, sampling: Sampling) -> Memory:
+        """A memory for a task DataModule's sequence (the reservoir's budget: per_class x its classes)."""
+        classes = sum(len(c) for c in datamodule.task_classes())
+        return cls(per_class, sampling, capacity=per_class * classes)
+
+    def add_task(self, datamodule, task: int, generator: torch.Generator) -> None:
+        """Offer ``task``'s training examples, unless it is the last task (no later task would use them)."""
+        if task + 1 < datamodule.num_tasks:
+            self.add(*task_stream(datamodule, task), generator)
+
     def to(self, device: torch.device | str) -> Memory:
         if self.y is not None:
             self.x, self.y, self.t = self.x.to(device), self.y.to(device), self.t.to(device)

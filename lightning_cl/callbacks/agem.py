@@ -17,7 +17,7 @@ from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
 from lightning_cl.gradients import FlatGradient, agem_project_, flatten_grads
-from lightning_cl.memory import SAMPLINGS, Memory, Sampling, run_seed, task_stream
+from lightning_cl.memory import SAMPLINGS, Memory, Sampling, run_seed
 from lightning_cl.method import Method
 from lightning_cl.task_callback import setting
 
@@ -61,8 +61,7 @@ class AGEM(Method):
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # Before a checkpoint is restored: load_state_dict then overwrites both.
-        classes = sum(len(c) for c in trainer.datamodule.task_classes())
-        self.memory = Memory(self.per_class, self.sampling, capacity=self.per_class * classes)
+        self.memory = Memory.for_sequence(trainer.datamodule, self.per_class, self.sampling)
         self.generator.manual_seed(run_seed())
 
     @override
@@ -103,8 +102,7 @@ class AGEM(Method):
 
     @override
     def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
-        if task + 1 < trainer.datamodule.num_tasks:  # the last task would never be protected
-            self.memory.add(*task_stream(trainer.datamodule, task), self.generator)
+        self.memory.add_task(trainer.datamodule, task, self.generator)
 
     @override
     def state_dict(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.memory import SAMPLINGS, Memory, Sampling, run_seed, task_stream
+from lightning_cl.memory import SAMPLINGS, Memory, Sampling, run_seed
 from lightning_cl.method import Method
 from lightning_cl.task_callback import setting
 
@@ -57,8 +57,7 @@ class ExperienceReplay(Method):
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # Before a checkpoint is restored: load_state_dict then overwrites both.
-        classes = sum(len(c) for c in trainer.datamodule.task_classes())
-        self.memory = Memory(self.per_class, self.sampling, capacity=self.per_class * classes)
+        self.memory = Memory.for_sequence(trainer.datamodule, self.per_class, self.sampling)
         self.generator.manual_seed(run_seed())
 
     @override
@@ -67,8 +66,7 @@ class ExperienceReplay(Method):
 
     @override
     def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
-        if task + 1 < trainer.datamodule.num_tasks:  # the last task would never be replayed
-            self.memory.add(*task_stream(trainer.datamodule, task), self.generator)
+        self.memory.add_task(trainer.datamodule, task, self.generator)
 
     @override
     def current_loss_weight(self, trainer: Trainer, pl_module: LightningModule) -> float:
