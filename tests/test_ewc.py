@@ -62,12 +62,12 @@ def test_fisher_is_the_mean_squared_true_label_log_likelihood_gradient_over_the_
 def test_penalty_is_zero_at_the_anchor_and_the_fisher_weighted_quadratic_elsewhere(model_and_data):
     model, x, y = model_and_data
     ewc, trainer = EWC(lam=3.0, fisher_examples=16), stub_trainer(x, y)
-    assert ewc.loss_terms(trainer, model, None, None) == {}  # nothing consolidated yet
+    assert ewc.penalty_terms() == []  # nothing consolidated yet
     ewc.on_task_end(trainer, model, task=0)
-    assert ewc.loss_terms(trainer, model, None, None)["ewc"].item() == 0.0
+    assert ewc.penalty(model).item() == 0.0
     shift_parameters(model, 0.1)
     fisher_sum = sum(f.sum() for f in ewc.fishers[0].values())
-    penalty = ewc.loss_terms(trainer, model, None, None)["ewc"].item()
+    penalty = ewc.penalty(model).item()
     assert penalty == pytest.approx(3.0 / 2 * 0.01 * fisher_sum.item(), rel=1e-4)
     ewc.on_task_end(trainer, model, task=1)  # a second anchor, 0.1 away from the first
     shift_parameters(model, 0.1)

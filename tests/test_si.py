@@ -53,11 +53,11 @@ def test_importance_on_a_quadratic_loss_is_the_normalised_path_integral():
     assert torch.allclose(si.omega["theta"], omega, rtol=1e-5)
     assert torch.equal(si.anchor["theta"], module.network.theta.detach())
 
-    assert si.loss_terms(None, module, None, None)["si"].item() == 0.0  # at the anchor
+    assert si.penalty(module).item() == 0.0  # at the anchor
     with torch.no_grad():
         module.network.theta += torch.tensor([0.1, 0.0, -0.2])
     expected = 2.0 * (omega[0] * 0.01 + omega[2] * 0.04)
-    assert si.loss_terms(None, module, None, None)["si"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert si.penalty(module).item() == pytest.approx(expected.item(), rel=1e-5)
 
     si.on_task_start(None, module, 1)  # a second task adds its own importance
     sgd_steps(si, module, 2, optimizer)
@@ -69,7 +69,7 @@ def test_importance_on_a_quadratic_loss_is_the_normalised_path_integral():
 def test_no_penalty_before_the_first_task_ends():
     module, si = quadratic_module(), SI(c=1.0)
     si.on_task_start(None, module, 0)
-    assert si.loss_terms(None, module, None, None) == {}
+    assert si.penalty_terms() == []
 
 
 def test_a_resume_mid_task_continues_the_path_integral_exactly():

@@ -16,20 +16,19 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.method import Method
 from lightning_cl.passes import first_examples, fisher_diagonal, trainable_parameters
+from lightning_cl.quadratic_penalty import QuadraticPenalty, Tensors
 from lightning_cl.task_callback import setting
 
-Tensors = dict[str, torch.Tensor]  # parameter name (in ``pl_module.network``) -> tensor
 
-
-class EWC(Method):
+class EWC(QuadraticPenalty):
     """Penalise moving the parameters that the Fisher of an earlier task says it relied on.
 
     After each task (but the last), the diagonal empirical Fisher ``F_k`` of that task is
     estimated on its first ``fisher_examples`` training examples of a shuffled pass, in eval
     mode, with the scenario's output mask; the parameters ``theta*_k`` are kept. Every later
-    training step adds ``lam/2 * sum_k sum_i F_k,i (theta_i - theta*_k,i)^2``, logged as
+    training step adds the gradient of ``lam/2 * sum_k sum_i F_k,i (theta_i - theta*_k,i)^2``
+    (:class:`~lightning_cl.quadratic_penalty.QuadraticPenalty`), whose value is logged as
     ``train/loss_ewc``. The Fisher is per task, so memory grows by two models per task.
 
     Args:
@@ -48,6 +47,7 @@ class EWC(Method):
             raise ValueError(f"{setting(self, 'lam')}={lam} must be >= 0.")
         if fisher_examples < 1:
             raise ValueError(f"{setting(self, 'fisher_examples')}={fisher_examples} must be at least 1.")
+        super().__init__()
         self.lam, self.fisher_examples = lam, fisher_examples
         self.fishers: list[Tensors] = []  # F_k, one per consolidated task
         self.anchors: list[Tensors] = []  # theta*_k
@@ -58,6 +58,7 @@ class EWC(Method):
         device = pl_module.device
         self.fishers = [{n: f.to(device) for n, f in fisher.items()} for fisher in self.fishers]
         self.anchors = [{n: a.to(device) for n, a in anchor.items()} for anchor in self.anchors]
+        self.terms_changed()
 
     @override
     def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
@@ -70,16 +71,12 @@ class EWC(Method):
     def _consolidate(self, fisher: Tensors, anchor: Tensors) -> None:
         self.fishers.append(fisher)
         self.anchors.append(anchor)
-
-    def penalty(self, pl_module: LightningModule) -> torch.Tensor:
-        """``lam/2 * sum_k sum_i F_k,i (theta_i - theta*_k,i)^2`` (0 before the first task ends)."""
-        params = trainable_parameters(pl_module.network)
-        total = sum((f[n] * (params[n] - a[n]).square()).sum() for f, a in zip(self.fishers, self.anchors) for n in f)
-        return self.lam / 2 * total
+        self.terms_changed()
 
     @override
-    def loss_terms(self, trainer: Trainer, pl_module: LightningModule, batch: Any, outputs: Any) -> dict[str, torch.Tensor]:
-        return {self.name: self.penalty(pl_module)} if self.fishers else {}
+    def penalty_terms(self) -> list[tuple[Tensors, Tensors]]:
+        """``lam/2 * F_k`` and ``theta*_k`` per consolidated task."""
+        return [({n: self.lam / 2 * v for n, v in f.items()}, a) for f, a in zip(self.fishers, self.anchors)]
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -89,6 +86,7 @@ class EWC(Method):
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.fishers, self.anchors = list(state_dict["fishers"]), list(state_dict["anchors"])
+        self.terms_changed()
 
 
 class OnlineEWC(EWC):
@@ -117,3 +115,4 @@ class OnlineEWC(EWC):
         if self.fishers:
             fisher = {n: self.gamma * self.fishers[0][n] + f for n, f in fisher.items()}
         self.fishers, self.anchors = [fisher], [anchor]
+        self.terms_changed()

@@ -14,21 +14,19 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.method import Method
 from lightning_cl.passes import first_examples, output_norm_importance, trainable_parameters
+from lightning_cl.quadratic_penalty import QuadraticPenalty, Tensors
 from lightning_cl.task_callback import setting
 
-Tensors = dict[str, torch.Tensor]  # parameter name (in ``pl_module.network``) -> tensor
 
-
-class MAS(Method):
+class MAS(QuadraticPenalty):
     """Penalise moving the parameters that the outputs on earlier tasks were sensitive to.
 
     After each task (but the last), the importance is measured on the task's first
     ``examples`` training examples of a shuffled pass, in eval mode (in task-IL ``f(x)`` is the
     example's task's units), added to ``Omega``, and ``theta*`` becomes the current
-    parameters. Every later step adds ``lam * sum_i Omega_i (theta_i - theta*_i)^2``, logged as
-    ``train/loss_mas``.
+    parameters. Every later step adds the gradient of ``lam * sum_i Omega_i (theta_i - theta*_i)^2``
+    (:class:`~lightning_cl.quadratic_penalty.QuadraticPenalty`), whose value is logged as ``train/loss_mas``.
 
     Args:
         lam: the penalty's weight (not in SPEC.md; configs/methods/mas.yaml records how it was chosen).
@@ -45,6 +43,7 @@ class MAS(Method):
             raise ValueError(f"{setting(self, 'lam')}={lam} must be >= 0.")
         if examples < 1:
             raise ValueError(f"{setting(self, 'examples')}={examples} must be at least 1.")
+        super().__init__()
         self.lam, self.examples = lam, examples
         self.omega: Tensors | None = None
         self.anchor: Tensors | None = None
@@ -55,6 +54,7 @@ class MAS(Method):
         if self.omega is not None:
             self.omega = {n: v.to(pl_module.device) for n, v in self.omega.items()}
             self.anchor = {n: v.to(pl_module.device) for n, v in self.anchor.items()}
+        self.terms_changed()
 
     @override
     def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
@@ -64,15 +64,12 @@ class MAS(Method):
         new = output_norm_importance(pl_module.network, x, t, unit_mask=pl_module.unit_mask)
         self.omega = new if self.omega is None else {n: self.omega[n] + new[n] for n in new}
         self.anchor = {n: p.detach().clone() for n, p in trainable_parameters(pl_module.network).items()}
-
-    def penalty(self, pl_module: LightningModule) -> torch.Tensor:
-        """``lam * sum_i Omega_i (theta_i - theta*_i)^2``."""
-        params = trainable_parameters(pl_module.network)
-        return self.lam * sum((self.omega[n] * (params[n] - self.anchor[n]).square()).sum() for n in self.omega)
+        self.terms_changed()
 
     @override
-    def loss_terms(self, trainer: Trainer, pl_module: LightningModule, batch: Any, outputs: Any) -> dict[str, torch.Tensor]:
-        return {self.name: self.penalty(pl_module)} if self.omega is not None else {}
+    def penalty_terms(self) -> list[tuple[Tensors, Tensors]]:
+        """``lam * Omega`` and ``theta*`` (none before the first task ends)."""
+        return [] if self.omega is None else [({n: self.lam * v for n, v in self.omega.items()}, self.anchor)]
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -82,3 +79,4 @@ class MAS(Method):
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.omega, self.anchor = state_dict["omega"], state_dict["anchor"]
+        self.terms_changed()

@@ -15,21 +15,20 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.method import Method
 from lightning_cl.passes import trainable_parameters
+from lightning_cl.quadratic_penalty import QuadraticPenalty, Tensors
 from lightning_cl.task_callback import setting
 
-Tensors = dict[str, torch.Tensor]  # parameter name (in ``pl_module.network``) -> tensor
 
-
-class SI(Method):
+class SI(QuadraticPenalty):
     """Penalise moving the parameters whose path integral says they reduced an earlier task's loss.
 
     ``g`` is read in ``on_before_optimizer_step``, the gradient the optimiser is about to use
     (of the whole loss, SI's own penalty included, as in van de Ven et al.'s code), and
     ``delta`` in ``on_train_batch_end``, after the step. Every step after the first task adds
-    ``c * sum_i omega_i (theta_i - theta*_i)^2``, logged as ``train/loss_si``; ``theta*`` are
-    the parameters at the end of the latest task.
+    the gradient of ``c * sum_i omega_i (theta_i - theta*_i)^2``
+    (:class:`~lightning_cl.quadratic_penalty.QuadraticPenalty`), whose value is logged as
+    ``train/loss_si``; ``theta*`` are the parameters at the end of the latest task.
 
     Args:
         c: the penalty's weight (SPEC.md, Split-MNIST: task-IL 10, domain-IL 5e4, class-IL 5e3).
@@ -47,13 +46,16 @@ class SI(Method):
             raise ValueError(f"{setting(self, 'c')}={c} must be >= 0.")
         if xi <= 0:
             raise ValueError(f"{setting(self, 'xi')}={xi} must be > 0.")
+        super().__init__()
         self.c, self.xi = c, xi
         self.omega: Tensors | None = None  # importance, summed over the tasks so far
         self.anchor: Tensors | None = None  # theta*: the parameters after the latest task
         self.path: Tensors | None = None  # w of the current task
         self.task_start: Tensors | None = None  # the parameters when the current task started
-        self._grad: Tensors = {}  # of the step in progress
-        self._before: Tensors = {}
+        # Of the step in progress, reused from step to step (fused copies, no allocation):
+        self._grad: list[torch.Tensor] = []  # g
+        self._before: list[torch.Tensor] = []  # the parameters before the step
+        self._stepped = False
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -62,6 +64,7 @@ class SI(Method):
             tensors = getattr(self, key)
             if tensors is not None:
                 setattr(self, key, {n: v.to(pl_module.device) for n, v in tensors.items()})
+        self.terms_changed()
 
     @override
     def on_task_start(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
@@ -70,20 +73,28 @@ class SI(Method):
         self.task_start = {n: p.detach().clone() for n, p in params.items()}
 
     @override
+    @torch.no_grad()
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer) -> None:
-        params = trainable_parameters(pl_module.network)
-        self._grad = {n: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for n, p in params.items()}
-        self._before = {n: p.detach().clone() for n, p in params.items()}
+        super().on_before_optimizer_step(trainer, pl_module, optimizer)  # the penalty's gradient, part of g
+        params = list(trainable_parameters(pl_module.network).values())
+        if len(self._before) != len(params) or self._before[0].device != params[0].device:
+            self._grad = [torch.zeros_like(p) for p in params]
+            self._before = [torch.zeros_like(p) for p in params]
+        torch._foreach_copy_(self._grad, [p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
+        torch._foreach_copy_(self._before, params)
+        self._stepped = True
 
     @override
+    @torch.no_grad()
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if not self._before:
+        if not self._stepped:
             return
-        for n, p in trainable_parameters(pl_module.network).items():
-            self.path[n] -= self._grad[n] * (p.detach() - self._before[n])
-        self._grad, self._before = {}, {}
+        params = list(trainable_parameters(pl_module.network).values())
+        torch._foreach_sub_(self._before, params)  # now -delta
+        torch._foreach_addcmul_(list(self.path.values()), self._grad, self._before)  # w += -g * delta
+        self._stepped = False
 
     @override
     def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
@@ -91,15 +102,12 @@ class SI(Method):
         new = {n: self.path[n] / ((p.detach() - self.task_start[n]).square() + self.xi) for n, p in params.items()}
         self.omega = new if self.omega is None else {n: self.omega[n] + new[n] for n in new}
         self.anchor = {n: p.detach().clone() for n, p in params.items()}
-
-    def penalty(self, pl_module: LightningModule) -> torch.Tensor:
-        """``c * sum_i omega_i (theta_i - theta*_i)^2``."""
-        params = trainable_parameters(pl_module.network)
-        return self.c * sum((self.omega[n] * (params[n] - self.anchor[n]).square()).sum() for n in self.omega)
+        self.terms_changed()
 
     @override
-    def loss_terms(self, trainer: Trainer, pl_module: LightningModule, batch: Any, outputs: Any) -> dict[str, torch.Tensor]:
-        return {self.name: self.penalty(pl_module)} if self.omega is not None else {}
+    def penalty_terms(self) -> list[tuple[Tensors, Tensors]]:
+        """``c * omega`` and ``theta*`` (none before the first task ends)."""
+        return [] if self.omega is None else [({n: self.c * v for n, v in self.omega.items()}, self.anchor)]
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -112,3 +120,4 @@ class SI(Method):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         for key in ("omega", "anchor", "path", "task_start"):
             setattr(self, key, state_dict[key])
+        self.terms_changed()
