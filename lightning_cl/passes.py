@@ -207,3 +207,58 @@ def layer_inputs(network: nn.Module, layers: Sequence[nn.Module], x: torch.Tenso
     if missing:
         raise ValueError(f"layers {missing} were not called by the network's forward pass")
     return inputs
+
+
+def per_example_linear_factors(
+    module: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    of: ExampleFn,
+    linears: Sequence[nn.Linear],
+    units: torch.Tensor | None = None,
+    jacobian: bool = False,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The per-example gradients of ``of(logits, y, units)`` (as :func:`per_example_gradients`,
+    in eval mode) with respect to the weight and bias of each of ``linears``, as factors: a
+    Linear layer's gradient for one example is ``d h^T`` (and ``d`` for its bias), ``h`` the
+    example's input to the layer and ``d`` the gradient at the layer's output.
+
+    One forward pass and one backward pass (one per output for ``jacobian``): in eval mode the
+    examples do not interact, so the gradient of the sum over examples at an example's output
+    is that example's ``d``. Each layer must run once per forward pass.
+
+    Returns:
+        ``(deltas, inputs)``: per layer ``(rows, out_features)`` and ``(rows, in_features)``;
+        ``rows`` is the number of examples (times the number of outputs for ``jacobian``,
+        example-major, as :func:`per_example_gradients` orders a Jacobian).
+    """
+    inputs: dict[int, torch.Tensor] = {}
+    outputs: dict[int, torch.Tensor] = {}
+
+    def keep(i: int):
+        def hook(layer: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            if i in outputs:
+                raise ValueError(f"Linear layer {i} ran twice in one forward pass: its gradient is not one outer product")
+            inputs[i], outputs[i] = args[0].detach(), out
+        return hook
+
+    units = torch.ones(len(y), 1, dtype=torch.bool, device=y.device) if units is None else units
+    handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(linears)]
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.enable_grad():
+            values = vmap(of)(_logits(module(x)), y, units)  # (examples,) or (examples, outputs)
+            outs = [outputs[i] for i in range(len(linears))]
+            if not jacobian:
+                deltas = list(torch.autograd.grad(values.sum(), outs))
+            else:
+                per_output = [torch.autograd.grad(values[:, k].sum(), outs, retain_graph=True) for k in range(values.shape[1])]
+                # (examples, outputs, out_features) -> example-major rows
+                deltas = [torch.stack(ds, dim=1).reshape(-1, ds[0].shape[1]) for ds in zip(*per_output)]
+    finally:
+        for handle in handles:
+            handle.remove()
+        module.train(was_training)
+    repeat = values.shape[1] if jacobian else 1
+    return [d.detach() for d in deltas], [inputs[i].repeat_interleave(repeat, dim=0) for i in range(len(linears))]

@@ -15,7 +15,7 @@ class SaveBasisPerRank(Callback):
     def on_train_end(self, trainer, pl_module):
         (ogd,) = [cb for cb in trainer.callbacks if isinstance(cb, OrthogonalGradientDescent)]
         out = os.environ["OGD_BASIS_DIR"]
-        torch.save({"basis": ogd.basis.cpu(), "vectors_per_task": ogd.vectors_per_task},
+        torch.save({"basis": ogd.orthonormal_basis().cpu(), "vectors_per_task": ogd.vectors_per_task},
                    os.path.join(out, f"basis_rank{trainer.global_rank}.pt"))
 
 

@@ -102,21 +102,35 @@ def test_mean_loss_gradient_is_the_batch_average_and_leaves_batchnorm_statistics
 
 
 @pytest.mark.parametrize("variant, per_example", [("gtl", 1), ("ave", 1), ("all", 10)])
-def test_per_example_variants_store_orthonormal_gradients_of_logits(model_and_data, variant, per_example):
+def test_per_example_variants_store_the_gradients_of_logits_and_project_off_their_span(model_and_data, variant, per_example):
     model, x, y = model_and_data
     ogd = OrthogonalGradientDescent(variant=variant, examples_per_task=20, chunk_size=8)
     trainer = stub_trainer(x, y)
     ogd.on_train_start(trainer, model)
-    vectors = ogd._per_example_gradients(trainer, model, 0)
-    assert vectors.shape == (20 * per_example, N_PARAMS)
-    model.eval()  # per-example gradients are taken with the running statistics
-    model.zero_grad()
-    logits = model(x[:1])[0][0]
-    {"gtl": logits[y[0]], "ave": logits.mean(), "all": logits[0]}[variant].backward()
-    assert torch.allclose(vectors[0], flatten_grads(ogd._params), atol=1e-5)
     ogd.on_task_end(trainer, model, task=0)
-    assert 0 < ogd.basis_size <= 20 * per_example
-    assert orthonormality_error(ogd.basis) < 1e-4
+    stored = ogd.factors.dense_gradients()  # the factors, multiplied out
+    assert stored.shape == (20 * per_example, N_PARAMS)
+    model.eval()  # per-example gradients are taken with the running statistics
+    for i in (0, 19):
+        model.zero_grad()
+        logits = model(x[i : i + 1])[0][0]
+        {"gtl": logits[y[i]], "ave": logits.mean(), "all": logits[0]}[variant].backward()
+        assert torch.allclose(stored[i * per_example], flatten_grads(ogd._params), atol=1e-5)
+    assert 0 < ogd.basis_size <= 20 * per_example and ogd.vectors_per_task == [ogd.basis_size]
+    basis = ogd.orthonormal_basis()
+    assert orthonormality_error(basis) < 1e-4
+    # A step's gradient loses exactly its component in the span of the stored gradients.
+    model.train()
+    ogd.on_train_epoch_start(trainer, model)
+    model.zero_grad()
+    F.cross_entropy(model(x[:8])[0], y[:8]).backward()
+    g = flatten_grads(ogd._params)
+    ogd.on_before_optimizer_step(trainer, model, optimizer=None)
+    projected = flatten_grads(ogd._params)
+    assert (stored @ projected).abs().max() < 1e-4 * stored.norm(dim=1).max() * g.norm()
+    assert torch.allclose(projected, g - basis.T @ (basis @ g), atol=1e-5 * g.norm().item())
+    removed = (g - projected).norm() / g.norm()
+    assert ogd._removed_sum.item() == pytest.approx(removed.item(), rel=1e-3) and 0 < removed < 1
 
 
 def test_state_dict_round_trip_keeps_the_basis(model_and_data):
@@ -129,7 +143,9 @@ def test_state_dict_round_trip_keeps_the_basis(model_and_data):
     restored = OrthogonalGradientDescent(variant="gtl", examples_per_task=5)
     restored.load_state_dict(state)
     restored.on_train_start(trainer, model)
-    assert torch.equal(restored.basis, ogd.basis) and restored.vectors_per_task == ogd.vectors_per_task == [5]
+    assert all(torch.equal(a, b) for a, b in zip(restored.factors.inputs, ogd.factors.inputs))
+    assert torch.equal(restored.orthonormal_basis(), ogd.orthonormal_basis())
+    assert restored.vectors_per_task == ogd.vectors_per_task == [5]
 
 
 def test_learning_rate_is_base_times_factor_from_the_second_task_without_compounding():
@@ -173,16 +189,16 @@ def test_checkpoint_carries_the_basis_and_resuming_gives_the_uninterrupted_run(m
     checkpoints = ModelCheckpoint(save_top_k=-1, every_n_epochs=1)
     trainer, straight, results = fit(mnist_dir, tmp_path / "straight", [checkpoints])
     assert straight.vectors_per_task == [8, 8]  # the last task's gradients are not needed
-    assert orthonormality_error(straight.basis) < 1e-4  # float32 dot products over ~10^5 entries
+    assert orthonormality_error(straight.orthonormal_basis()) < 1e-4  # float32 dot products over ~10^5 entries
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3 * 0.2)
     assert set(trainer.logged_metrics) >= {"ogd/basis_size", "ogd/removed_frac"}
 
     ckpt_path = Path(checkpoints.dirpath) / "epoch=0-step=5.ckpt"  # end of task 1
     state = torch.load(ckpt_path, weights_only=False)["callbacks"]["OrthogonalGradientDescent"]
-    assert state["basis"].shape == (8, N_PARAMS) and state["vectors_per_task"] == [8]
+    assert state["factors"]["dense"].shape == (8, 2 * (120 + 84)) and state["vectors_per_task"] == [8]  # BatchNorm's
 
     trainer2, resumed, results2 = fit(mnist_dir, tmp_path / "resumed", ckpt_path=ckpt_path)
-    assert torch.allclose(resumed.basis, straight.basis, atol=1e-6)
+    assert torch.allclose(resumed.orthonormal_basis(), straight.orthonormal_basis(), atol=1e-6)
     assert results2["accuracy_matrix"] == results["accuracy_matrix"]
     assert trainer2.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3 * 0.2)
 

@@ -15,9 +15,12 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
+from torch import nn
+
+from lightning_cl.factored_span import FactoredSpan
 from lightning_cl.gradients import FlatGradient, orthonormal_extend, project_out_
 from lightning_cl.method import Method
-from lightning_cl.passes import first_examples, mean_loss_gradient, per_example_gradients
+from lightning_cl.passes import first_examples, mean_loss_gradient, per_example_gradients, per_example_linear_factors
 from lightning_cl.task_callback import setting
 
 Variant = Literal["mean_loss", "gtl", "all", "ave"]
@@ -35,8 +38,11 @@ class OrthogonalGradientDescent(Method):
 
     The projection runs in ``on_before_optimizer_step``: once per optimiser step, on the final
     gradient (after gradient accumulation and AMP unscaling). ``on_after_backward`` would see
-    each micro-batch's gradient, still multiplied by the AMP loss scale. The basis is one
-    ``(k, n)`` matrix on the training device, so a step costs two matrix-vector products.
+    each micro-batch's gradient, still multiplied by the AMP loss scale. The notebook's
+    variant keeps an orthonormal ``(k, n)`` basis on the training device (a step costs two
+    matrix-vector products); the paper's per-example variants keep their gradients as layer
+    factors (:class:`~lightning_cl.factored_span.FactoredSpan`: ~200x less memory on the
+    published MLP, and two small matrix products per layer per step).
 
     Args:
         variant: which gradients are stored after a task.
@@ -51,7 +57,9 @@ class OrthogonalGradientDescent(Method):
         examples_per_task: examples per task for the paper's variants (ignored by
             ``"mean_loss"``). The basis grows by up to this many vectors per task (times the
             number of classes for ``"all"``), each as large as the model.
-        eps: a stored gradient whose norm after Gram-Schmidt is below this is skipped.
+        eps: a stored gradient whose norm after Gram-Schmidt is below this is skipped (the
+            notebook's variant; the per-example variants leave out directions whose singular
+            value is below 1e-4 of the largest).
         chunk_size: examples per vectorised per-example gradient computation (memory bound).
 
     Raises:
@@ -74,7 +82,9 @@ class OrthogonalGradientDescent(Method):
         if chunk_size < 1:
             raise ValueError(f"{setting(self, 'chunk_size')}={chunk_size} must be at least 1.")
         self.variant, self.examples_per_task, self.eps, self.chunk_size = variant, examples_per_task, eps, chunk_size
-        self.basis: torch.Tensor | None = None  # (k, n) orthonormal rows, on the training device
+        self.basis: torch.Tensor | None = None  # mean_loss: (k, n) orthonormal rows, on the training device
+        self.factors: FactoredSpan | None = None  # the per-example variants' gradients
+        self._loaded_factors: dict[str, Any] | None = None  # from a checkpoint, until the model is there
         self.vectors_per_task: list[int] = []  # how many rows each task added
         self._params: list[torch.nn.Parameter] = []
         self._grad: FlatGradient | None = None  # the step's gradient, projected in place
@@ -82,8 +92,19 @@ class OrthogonalGradientDescent(Method):
         self._steps = 0
 
     @property
+    def per_example(self) -> bool:
+        return self.variant != "mean_loss"
+
+    @property
     def basis_size(self) -> int:
+        """The dimension of the span that steps are projected off."""
+        if self.per_example:
+            return 0 if self.factors is None else self.factors.rank
         return 0 if self.basis is None else len(self.basis)
+
+    def orthonormal_basis(self) -> torch.Tensor:
+        """The span as dense orthonormal rows (for inspection and tests: ``(k, n)`` floats)."""
+        return self.factors.orthonormal_basis() if self.per_example else self.basis
 
     # ----------------------------------------------------------------- Lightning hooks
     @override
@@ -91,6 +112,12 @@ class OrthogonalGradientDescent(Method):
         # After a checkpoint restore (load_state_dict gives a CPU tensor).
         self._params = [p for p in pl_module.parameters() if p.requires_grad]
         n = sum(p.numel() for p in self._params)
+        if self.per_example:
+            linears = [m for m in pl_module.modules() if isinstance(m, nn.Linear) and m.weight.requires_grad]
+            self.factors = FactoredSpan(self._params, linears)
+            if self._loaded_factors is not None:
+                self.factors.load_state_dict(self._loaded_factors)
+            return
         if self.basis is None:
             self.basis = torch.empty(0, n, device=pl_module.device)
         elif self.basis.shape[1] != n:
@@ -105,7 +132,7 @@ class OrthogonalGradientDescent(Method):
 
     @override
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
-        if self.basis_size == 0:
+        if self.basis_size == 0 or self.per_example:
             return
         self._grad.attach()  # backward then accumulates into one flat vector, projected in place
 
@@ -113,12 +140,17 @@ class OrthogonalGradientDescent(Method):
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer) -> None:
         if self.basis_size == 0:
             return
-        g = self._grad.gather()
-        norm = torch.linalg.vector_norm(g)
-        coeffs = project_out_(g, self.basis)
-        self._grad.scatter(g)
+        if self.per_example:
+            grads = [p.grad for p in self._params if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            removed = self.factors.project_()
+        else:
+            g = self._grad.gather()
+            norm = torch.linalg.vector_norm(g)
+            removed = torch.linalg.vector_norm(project_out_(g, self.basis))
+            self._grad.scatter(g)
         # Kept on the device and logged at the epoch end: .item() here would sync every step.
-        self._removed_sum += torch.linalg.vector_norm(coeffs) / (norm + 1e-12)
+        self._removed_sum += removed / (norm + 1e-12)
         self._steps += 1
 
     @override
@@ -132,14 +164,16 @@ class OrthogonalGradientDescent(Method):
     def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
         if task + 1 == trainer.datamodule.num_tasks:
             return  # no later task would be projected against it
-        if self.variant == "mean_loss":
-            vectors = self._mean_loss_gradient(trainer, pl_module, task)
-            # Every process averaged over its own shard: their mean is the mean over the task.
-            vectors = trainer.strategy.reduce(vectors, reduce_op="mean")
-        else:
-            vectors = self._per_example_gradients(trainer, pl_module, task)
+        if self.per_example:
+            deltas, inputs, dense = self._per_example_factors(trainer, pl_module, task)
             if trainer.world_size > 1:  # each process used its own examples: keep all of them
-                vectors = trainer.strategy.all_gather(vectors).reshape(-1, vectors.shape[-1])
+                gather = lambda t: trainer.strategy.all_gather(t).reshape(-1, t.shape[-1])  # noqa: E731
+                deltas, inputs, dense = [gather(d) for d in deltas], [gather(h) for h in inputs], gather(dense)
+            self.vectors_per_task.append(self.factors.extend(deltas, inputs, dense))
+            return
+        vectors = self._mean_loss_gradient(trainer, pl_module, task)
+        # Every process averaged over its own shard: their mean is the mean over the task.
+        vectors = trainer.strategy.reduce(vectors, reduce_op="mean")
         before = self.basis_size
         self.basis = orthonormal_extend(self.basis, vectors.reshape(-1, self.basis.shape[1]), eps=self.eps)
         self.vectors_per_task.append(self.basis_size - before)
@@ -148,26 +182,40 @@ class OrthogonalGradientDescent(Method):
         loader = trainer.datamodule.task_train_loader(task)
         return mean_loss_gradient(pl_module, loader, self._params, forward=pl_module.scenario_forward)
 
-    def _per_example_gradients(self, trainer: Trainer, pl_module: LightningModule, task: int) -> torch.Tensor:
+    def _per_example_factors(
+        self, trainer: Trainer, pl_module: LightningModule, task: int
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """The task's per-example gradients as :meth:`FactoredSpan.extend` takes them."""
         per_process = -(-self.examples_per_task // trainer.world_size)
         # A shuffled pass: its first examples are a random sample of the task.
         x, y, _ = first_examples(trainer.datamodule.task_train_loader(task), per_process)
+        of, jacobian = LOGIT_OF[self.variant], self.variant == "all"
         # The network's unmasked logits (in task-IL too).
-        grads = per_example_gradients(pl_module, x, y, LOGIT_OF[self.variant], jacobian=self.variant == "all",
-                                      chunk_size=self.chunk_size)
-        # (examples, [classes,] *shape) per parameter -> (examples * [classes], n), parameter order as in _params
-        lead = 2 if self.variant == "all" else 1
-        return torch.cat([g.reshape(*g.shape[:lead], -1) for g in grads.values()], dim=-1).reshape(
-            -1, self.basis.shape[1]
-        )
+        deltas, inputs = per_example_linear_factors(pl_module, x, y, of, self.factors.linears, jacobian=jacobian)
+        rows = len(deltas[0]) if deltas else len(x)
+        if not self.factors.others:
+            return deltas, inputs, torch.empty(rows, 0, device=x.device)
+        # The few other parameters (BatchNorm's) per example, densely.
+        grads = per_example_gradients(pl_module, x, y, of, jacobian=jacobian, chunk_size=self.chunk_size)
+        by_param = dict(zip([id(p) for p in self._params], grads.values()))
+        lead = 2 if jacobian else 1
+        dense = torch.cat([by_param[id(p)].reshape(*by_param[id(p)].shape[:lead], -1) for p in self.factors.others], dim=-1)
+        return deltas, inputs, dense.reshape(rows, -1)
 
     # ----------------------------------------------------------------- checkpoint
     @override
     def state_dict(self) -> dict[str, Any]:
         # On the CPU so that a checkpoint made on a GPU loads anywhere.
-        return {"basis": None if self.basis is None else self.basis.cpu(), "vectors_per_task": list(self.vectors_per_task)}
+        return {
+            "basis": None if self.basis is None else self.basis.cpu(),
+            "factors": None if self.factors is None else self.factors.state_dict(),
+            "vectors_per_task": list(self.vectors_per_task),
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.basis = state_dict["basis"]
+        self._loaded_factors = state_dict.get("factors")
+        if self.factors is not None and self._loaded_factors is not None:
+            self.factors.load_state_dict(self._loaded_factors)
         self.vectors_per_task = list(state_dict["vectors_per_task"])
