@@ -129,17 +129,21 @@ def _units(t: torch.Tensor | None, unit_mask: torch.Tensor | None) -> torch.Tens
 
 def _mean_over_chunks(
     module: nn.Module, x: torch.Tensor, y: torch.Tensor, units: torch.Tensor | None, of: ExampleFn,
-    transform: Callable[[torch.Tensor], torch.Tensor], chunk_size: int,
+    transform: Callable[[torch.Tensor], torch.Tensor], chunk_size: int, weights: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Mean over examples of ``transform(per-example gradient of of)``, one chunk at a time, so
-    that only ``chunk_size`` per-example gradients exist at once (each is as large as the model)."""
+    """Mean over examples of ``transform(per-example gradient of of)`` (times each example's
+    ``weights`` if given), one chunk at a time, so that only ``chunk_size`` per-example
+    gradients exist at once (each is as large as the model)."""
     total: dict[str, torch.Tensor] = {}
     for start in range(0, len(x), chunk_size):
         end = start + chunk_size
         chunk_units = None if units is None else units[start:end]
         grads = per_example_gradients(module, x[start:end], y[start:end], of, chunk_units)
         for name, g in grads.items():
-            summed = transform(g).sum(0)
+            g = transform(g)
+            if weights is not None:
+                g = g * weights[start:end].reshape(-1, *[1] * (g.dim() - 1))
+            summed = g.sum(0)
             total[name] = total[name] + summed if name in total else summed
     return {name: s / max(len(x), 1) for name, s in total.items()}
 
@@ -151,18 +155,48 @@ def fisher_diagonal(
     t: torch.Tensor | None = None,
     unit_mask: torch.Tensor | None = None,
     chunk_size: int = 100,
+    labels: str = "empirical",
 ) -> dict[str, torch.Tensor]:
-    """EWC's diagonal empirical Fisher: the mean over the examples of the squared gradient of
-    the log-likelihood of the true label, ``log softmax(logits)[y]``, in eval mode.
+    """EWC's diagonal Fisher: the mean over the examples of the squared gradient of a
+    log-likelihood ``log softmax(logits)[c]``, in eval mode.
+
+    ``labels="empirical"`` takes the true label ``c = y`` (the empirical Fisher);
+    ``labels="expected"`` takes every class, weighted by the model's probability of it,
+    ``sum_c p_c (d log p_c)^2`` (the Fisher information itself, as van de Ven et al.'s code
+    does by default). They differ most where the model is confident: on a task it has learnt
+    to a loss near 0, the empirical Fisher is near 0 too (``(1 - p)^2`` against ``(1 - p)``).
 
     ``unit_mask`` (task-IL, ``(tasks, outputs)`` bool) restricts each example's softmax to its
     task's units, as the training loss does. Returns ``{name: tensor shaped like the parameter}``.
     """
-    def log_likelihood(logits: torch.Tensor, yi: torch.Tensor, ui: torch.Tensor) -> torch.Tensor:
-        logits = logits.masked_fill(~ui, torch.finfo(logits.dtype).min)  # as mask_logits does
-        return F.log_softmax(logits, dim=0).gather(0, yi.unsqueeze(0)).squeeze(0)
+    def masked(logits: torch.Tensor, ui: torch.Tensor) -> torch.Tensor:
+        return logits.masked_fill(~ui, torch.finfo(logits.dtype).min)  # as mask_logits does
 
-    return _mean_over_chunks(module, x, y, _units(t, unit_mask), log_likelihood, torch.square, chunk_size)
+    def log_likelihood(logits: torch.Tensor, yi: torch.Tensor, ui: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(masked(logits, ui), dim=0).gather(0, yi.unsqueeze(0)).squeeze(0)
+
+    units = _units(t, unit_mask)
+    if labels == "empirical":
+        return _mean_over_chunks(module, x, y, units, log_likelihood, torch.square, chunk_size)
+    if labels != "expected":
+        raise ValueError(f"labels={labels!r}: use 'empirical' or 'expected'")
+    # E_c[(d log p_c)^2] = sum_c p_c (d log p_c)^2: the Fisher of each class label, weighted.
+    with torch.no_grad():
+        was_training = module.training
+        module.eval()
+        logits = _logits(module(x))
+        module.train(was_training)
+        probs = F.softmax(logits if units is None else masked(logits, units), dim=1)
+    total: dict[str, torch.Tensor] = {}
+    for c in range(probs.shape[1]):
+        if not probs[:, c].any():
+            continue  # a unit no example may use (task-IL, or classes not in the data)
+        weight = probs[:, c]
+        fisher = _mean_over_chunks(
+            module, x, torch.full_like(y, c), units, log_likelihood, torch.square, chunk_size, weights=weight
+        )
+        total = fisher if not total else {n: total[n] + f for n, f in fisher.items()}
+    return total
 
 
 def output_norm_importance(

@@ -103,6 +103,28 @@ def test_fisher_diagonal_is_the_mean_squared_log_likelihood_gradient(tiny, maske
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["class-IL", "task-IL"])
+def test_expected_fisher_weights_every_label_s_squared_gradient_by_its_probability(tiny, masked):
+    net, x, y, t = tiny
+    unit_mask = UNIT_MASK if masked else None
+    net.eval()
+    with torch.no_grad():
+        probs = F.softmax(mask_logits(net(x)[0], t, unit_mask), dim=1)
+    expected = None
+    for c in range(probs.shape[1]):
+        def log_likelihood(logits, yi, ti, c=c):
+            return F.log_softmax(mask_logits(logits[None], ti[None], unit_mask)[0], dim=0)[c]
+
+        rows = brute_force(net, x, y, t, log_likelihood)
+        part = {n: torch.stack([probs[i, c] * r[n].square() for i, r in enumerate(rows)]).mean(0) for n in rows[0]}
+        expected = part if expected is None else {n: expected[n] + part[n] for n in part}
+    fisher = fisher_diagonal(net, x, y, t, unit_mask=unit_mask, chunk_size=4, labels="expected")
+    for name, f in fisher.items():
+        assert torch.allclose(f, expected[name], atol=1e-7), name
+    with pytest.raises(ValueError, match="labels='true'"):
+        fisher_diagonal(net, x, y, t, labels="true")
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["class-IL", "task-IL"])
 def test_output_norm_importance_is_the_mean_absolute_gradient_of_the_squared_output_norm(tiny, masked):
     net, x, y, t = tiny
 
