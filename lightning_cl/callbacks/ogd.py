@@ -13,9 +13,8 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
-from typing_extensions import override
-
 from torch import nn
+from typing_extensions import override
 
 from lightning_cl.factored_span import FactoredSpan
 from lightning_cl.gradients import FlatGradient, orthonormal_extend, project_out_
@@ -55,8 +54,8 @@ class OrthogonalGradientDescent(Method):
               eval mode (BatchNorm's running statistics, no Dropout), the only mode in which a
               single example's gradient is defined for a BatchNorm network.
         examples_per_task: examples per task for the paper's variants (ignored by
-            ``"mean_loss"``). The basis grows by up to this many vectors per task (times the
-            number of classes for ``"all"``), each as large as the model.
+            ``"mean_loss"``). Up to this many gradients are stored per task (times the
+            number of classes for ``"all"``), each as ``in + out`` numbers per Linear layer.
         eps: a stored gradient whose norm after Gram-Schmidt is below this is skipped (the
             notebook's variant; the per-example variants leave out directions whose singular
             value is below 1e-4 of the largest).
