@@ -23,9 +23,10 @@ from lightning_cl.task_callback import setting
 class SI(QuadraticPenalty):
     """Penalise moving the parameters whose path integral says they reduced an earlier task's loss.
 
-    ``g`` is read in ``on_before_optimizer_step``, the gradient the optimiser is about to use
-    (of the whole loss, SI's own penalty included, as in van de Ven et al.'s code), and
-    ``delta`` in ``on_train_batch_end``, after the step. Every step after the first task adds
+    ``g`` is the gradient the optimiser used (of the whole loss, SI's own penalty included, as
+    in van de Ven et al.'s code) and ``delta`` the step's change, both read in
+    ``on_train_batch_end``, after the step, against the parameters kept in
+    ``on_before_optimizer_step``. Every step after the first task adds
     the gradient of ``c * sum_i omega_i (theta_i - theta*_i)^2``
     (:class:`~lightning_cl.quadratic_penalty.QuadraticPenalty`), whose value is logged as
     ``train/loss_si``; ``theta*`` are the parameters at the end of the latest task.
@@ -52,9 +53,8 @@ class SI(QuadraticPenalty):
         self.anchor: Tensors | None = None  # theta*: the parameters after the latest task
         self.path: Tensors | None = None  # w of the current task
         self.task_start: Tensors | None = None  # the parameters when the current task started
-        # Of the step in progress, reused from step to step (fused copies, no allocation):
-        self._grad: list[torch.Tensor] = []  # g
-        self._before: list[torch.Tensor] = []  # the parameters before the step
+        # The parameters before the step in progress, in buffers reused from step to step:
+        self._before: list[torch.Tensor] = []
         self._stepped = False
 
     @override
@@ -78,9 +78,7 @@ class SI(QuadraticPenalty):
         super().on_before_optimizer_step(trainer, pl_module, optimizer)  # the penalty's gradient, part of g
         params = list(trainable_parameters(pl_module.network).values())
         if len(self._before) != len(params) or self._before[0].device != params[0].device:
-            self._grad = [torch.zeros_like(p) for p in params]
             self._before = [torch.zeros_like(p) for p in params]
-        torch._foreach_copy_(self._grad, [p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
         torch._foreach_copy_(self._before, params)
         self._stepped = True
 
@@ -91,9 +89,16 @@ class SI(QuadraticPenalty):
     ) -> None:
         if not self._stepped:
             return
-        params = list(trainable_parameters(pl_module.network).values())
-        torch._foreach_sub_(self._before, params)  # now -delta
-        torch._foreach_addcmul_(list(self.path.values()), self._grad, self._before)  # w += -g * delta
+        # g is still each .grad: the module clears gradients before backward, not after the step,
+        # and optimisers do not change .grad. Reading it here saves copying it every step. A
+        # parameter without a gradient (g = 0) adds nothing.
+        rows = [(b, p, w) for b, p, w in zip(self._before, trainable_parameters(pl_module.network).values(),
+                                             self.path.values()) if p.grad is not None]
+        if rows:
+            before, params, path = (list(col) for col in zip(*rows))
+            torch._foreach_sub_(before, params)  # now -delta
+            torch._foreach_mul_(before, [p.grad for p in params])  # -g * delta
+            torch._foreach_add_(path, before)  # w += -g * delta
         self._stepped = False
 
     @override
