@@ -48,9 +48,11 @@ class FailAt(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.datamodule.current_task == self.task:
+            # raise_signal delivers to this thread before it returns; os.kill(getpid()) may reach
+            # another thread, so that under load the handler ran after the RuntimeError below.
             if self.how == "sigint":
-                os.kill(os.getpid(), signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)
             if self.how == "sigterm":
-                os.kill(os.getpid(), signal.SIGTERM)
+                signal.raise_signal(signal.SIGTERM)
                 return
             raise RuntimeError(f"a callback failed in task {self.task + 1}")
