@@ -48,9 +48,10 @@ class FailAt(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.datamodule.current_task == self.task:
-            # raise_signal delivers to this thread before it returns; os.kill(getpid()) may reach
-            # another thread, so that under load the handler ran after the RuntimeError below.
+            # raise_signal delivers to this thread before it returns. Python ignores SIGINT in a
+            # process started in the background (nohup, `cmd &` in a script): give it Ctrl-C's handler.
             if self.how == "sigint":
+                signal.signal(signal.SIGINT, signal.default_int_handler)
                 signal.raise_signal(signal.SIGINT)
             if self.how == "sigterm":
                 signal.raise_signal(signal.SIGTERM)
