@@ -9,7 +9,6 @@ closest gradient that does not (eq. 11). SPEC.md: memory of 100 examples per cla
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,12 +16,11 @@ from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
 from lightning_cl.gradients import FlatGradient, agem_project_, flatten_grads
-from lightning_cl.memory import SAMPLINGS, Memory, Sampling, run_seed
-from lightning_cl.method import Method
-from lightning_cl.task_callback import setting
+from lightning_cl.memory import Sampling
+from lightning_cl.memory_method import MemoryMethod
 
 
-class AGEM(Method):
+class AGEM(MemoryMethod):
     """Project every optimiser step of task 2 onwards so that it does not increase the loss on a memory batch.
 
     The projection runs in ``on_before_optimizer_step`` (once per step, on the final
@@ -45,28 +43,15 @@ class AGEM(Method):
     projects_gradients = True
 
     def __init__(self, per_class: int = 100, batch_size: int = 256, sampling: Sampling = "balanced") -> None:
-        if sampling not in SAMPLINGS:
-            raise ValueError(f"{setting(self, 'sampling')}={sampling!r} is not supported; use one of {', '.join(SAMPLINGS)}.")
-        for arg, value in (("per_class", per_class), ("batch_size", batch_size)):
-            if value < 1:
-                raise ValueError(f"{setting(self, arg)}={value} must be at least 1.")
-        self.per_class, self.batch_size, self.sampling = per_class, batch_size, sampling
-        self.memory: Memory | None = None
-        self.generator = torch.Generator()  # on the CPU: its state goes into the checkpoint
+        super().__init__(per_class, batch_size, sampling)
         self._params: list[torch.nn.Parameter] = []
         self._grad: FlatGradient | None = None  # the step's gradient, projected in place
         self._projected = None  # steps of the epoch that were projected, counted on the device
         self._steps = 0
 
     @override
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        # Before a checkpoint is restored: load_state_dict then overwrites both.
-        self.memory = Memory.for_sequence(trainer.datamodule, self.per_class, self.sampling)
-        self.generator.manual_seed(run_seed())
-
-    @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.memory.to(pl_module.device)
+        super().on_train_start(trainer, pl_module)
         self._params = [p for p in pl_module.parameters() if p.requires_grad]
         self._grad = FlatGradient(self._params)
 
@@ -99,16 +84,3 @@ class AGEM(Method):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._steps:
             pl_module.log("agem/projected_frac", self._projected / self._steps, on_epoch=True, sync_dist=True)
-
-    @override
-    def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
-        self.memory.add_task(trainer.datamodule, task, self.generator)
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {"memory": self.memory.state_dict(), "generator": self.generator.get_state()}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.memory.load_state_dict(state_dict["memory"])
-        self.generator.set_state(state_dict["generator"])
