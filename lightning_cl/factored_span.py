@@ -72,21 +72,24 @@ class FactoredSpan:
             k += (d.double() @ d.double().T) * hh
         return k
 
+    def _kept_eigen(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Gram matrix's eigenvalues above ``rel_tol^2`` of the largest, and their eigenvectors (columns)."""
+        values, vectors = torch.linalg.eigh(self.gram())
+        keep = values > (self.rel_tol ** 2) * values.max().clamp(min=torch.finfo(values.dtype).tiny)
+        return values[keep], vectors[:, keep]
+
     def _refresh(self) -> None:
         if self.count == 0:
             self._projector, self.rank = None, 0
             return
-        values, vectors = torch.linalg.eigh(self.gram())
-        keep = values > (self.rel_tol ** 2) * values.max().clamp(min=torch.finfo(values.dtype).tiny)
-        self.rank = int(keep.sum())
-        vectors, values = vectors[:, keep], values[keep]
+        values, vectors = self._kept_eigen()
+        self.rank = len(values)
         self._projector = ((vectors / values) @ vectors.T).to(self.dense.dtype)
 
     def orthonormal_basis(self) -> torch.Tensor:
         """The span as ``(rank, n)`` orthonormal rows in the flat layout: dense, for tests and small models."""
-        values, vectors = torch.linalg.eigh(self.gram())
-        keep = values > (self.rel_tol ** 2) * values.max()
-        coeffs = (vectors[:, keep] / values[keep].sqrt()).T.to(self.dense.dtype)  # (rank, m)
+        values, vectors = self._kept_eigen()
+        coeffs = (vectors / values.sqrt()).T.to(self.dense.dtype)  # (rank, m)
         return coeffs @ self.dense_gradients()
 
     def dense_gradients(self) -> torch.Tensor:

@@ -98,7 +98,3 @@ class QuadraticPenalty(Method):
         if trainer is not None and trainer.global_step % trainer.log_every_n_steps == 0:
             # Only when the logger writes: computing the value costs as much as the gradient.
             pl_module.log(f"train/loss_{self.name}", self.penalty(pl_module), on_step=True, on_epoch=False)
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.terms_changed()
