@@ -3,7 +3,7 @@
 Trains the published protocol's model (MLP 784-400-400, Adam 1e-3, batch 128, 2000 steps) on
 the first task, digits 0 and 1, in task-IL (the softmax over the task's two units), then
 measures the diagonal Fisher on 1000 of its training examples both ways
-(``lightning_cl.passes.fisher_diagonal``): with the true label (the protocol's empirical
+(``lightning_cl.maths.passes.fisher_diagonal``): with the true label (the protocol's empirical
 Fisher) and over every label weighted by the model's probability (the Fisher itself). Prints
 the final loss, the mean probability of the true label and both sums. A model this confident
 has an empirical Fisher near 0, which is why EWC's task-IL lambda of 1e5 hardly binds.
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from lightning_cl.data.mnist_files import ensure_mnist
 from lightning_cl.data.mnist_tensors import load_mnist
 from lightning_cl.models.mlp import MLP
-from lightning_cl.passes import fisher_diagonal
+from lightning_cl.maths.passes import fisher_diagonal
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import statistics
 
 import torch
 
-from lightning_cl.method import methods_of
+from lightning_cl.methods.method import methods_of
 from task_step_cost import timed_fit
 
 BASE = ["-c", "configs/benchmarks/split_mnist.yaml", "--data.tasks", "[[0, 1], [2, 3]]", "--data.scenario", "class"]

@@ -26,7 +26,7 @@ from types import SimpleNamespace
 
 import torch
 
-from lightning_cl.callbacks.ogd import OrthogonalGradientDescent
+from lightning_cl.methods.ogd import OrthogonalGradientDescent
 from lightning_cl.classifier import ContinualClassifier
 
 

@@ -30,7 +30,7 @@ from typing_extensions import override
 
 from lightning_cl.data.scenario import mask_logits
 from lightning_cl.evaluation import eval_forward
-from lightning_cl.method import methods_of
+from lightning_cl.methods.method import methods_of
 from lightning_cl.models.mlp import MLP, Norm
 
 OPTIMIZERS = ("adam", "sgd")

@@ -15,9 +15,9 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_cl.comparison import flat_settings
+from lightning_cl.report.comparison import flat_settings
 from lightning_cl.evaluation import TaskEvaluation, evaluate_tasks
-from lightning_cl.method import method_name
+from lightning_cl.methods.method import method_name
 from lightning_cl.results import RESULTS_FILE, RunResults
 
 

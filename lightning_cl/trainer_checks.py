@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from lightning_cl.method import Method
+from lightning_cl.methods.method import Method
 
 REDUCED_PRECISION = ("16", "bf16", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine")
 

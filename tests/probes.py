@@ -6,7 +6,7 @@ import signal
 import torch
 from lightning.pytorch import Callback
 
-from lightning_cl.callbacks.ogd import OrthogonalGradientDescent
+from lightning_cl.methods.ogd import OrthogonalGradientDescent
 
 
 class SaveBasisPerRank(Callback):

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from conftest import REPO
-from lightning_cl.callbacks import AGEM
+from lightning_cl.methods import AGEM
 from lightning_cl.classifier import ContinualClassifier
-from lightning_cl.gradients import agem_project_, flatten_grads
+from lightning_cl.maths.gradients import agem_project_, flatten_grads
 from method_runs import fit_synthetic
 
 

@@ -36,14 +36,14 @@ BAD = [
     (["--trainer.reload_dataloaders_every_n_epochs", "0"], "trainer.reload_dataloaders_every_n_epochs=0 must be 1"),
     (["--trainer.devices", "0"], "`Trainer(devices='0')` value is not a valid input"),  # Lightning's, as an error: line
     (["--trainer.accelerator", "tpu"], "trainer.accelerator='tpu' is not supported; use cpu or gpu"),
-    (["--trainer.callbacks+=lightning_cl.callbacks.OrthogonalGradientDescent", "--trainer.precision", "bf16-mixed"],
+    (["--trainer.callbacks+=lightning_cl.methods.OrthogonalGradientDescent", "--trainer.precision", "bf16-mixed"],
      "trainer.precision='bf16-mixed' with OrthogonalGradientDescent (trainer.callbacks): gradient projection needs "
      "float32 gradients"),
-    (["--trainer.callbacks+=lightning_cl.callbacks.OrthogonalGradientDescent", "--trainer.precision", "16-mixed"],
+    (["--trainer.callbacks+=lightning_cl.methods.OrthogonalGradientDescent", "--trainer.precision", "16-mixed"],
      "trainer.precision='16-mixed' with OrthogonalGradientDescent"),
-    (["--trainer.callbacks+=lightning_cl.callbacks.GPM", "--trainer.precision", "16-mixed"],
+    (["--trainer.callbacks+=lightning_cl.methods.GPM", "--trainer.precision", "16-mixed"],
      "trainer.precision='16-mixed' with GPM"),  # every method that projects gradients
-    (["--trainer.callbacks+=lightning_cl.callbacks.AGEM", "--trainer.precision", "bf16-mixed"],
+    (["--trainer.callbacks+=lightning_cl.methods.AGEM", "--trainer.precision", "bf16-mixed"],
      "trainer.precision='bf16-mixed' with AGEM"),
 ]
 

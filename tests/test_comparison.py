@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from lightning_cl.comparison import acc_curve, flat_settings, group_runs, load_runs
+from lightning_cl.report.comparison import acc_curve, flat_settings, group_runs, load_runs
 from lightning_cl.report import main
 from lightning_cl.results import RunResults
 
@@ -53,7 +53,7 @@ def test_runs_are_grouped_by_recorded_benchmark_scenario_method_and_differing_se
 
 
 def test_settings_ignore_paths_seeds_and_observers_but_name_method_settings():
-    callbacks = [{"class_path": "lightning_cl.callbacks.ewc.EWC", "init_args": {"lam": 1e5}},
+    callbacks = [{"class_path": "lightning_cl.methods.ewc.EWC", "init_args": {"lam": 1e5}},
                  {"class_path": "lightning_cl.diagnostics.ForgettingCurve", "init_args": {"every_n_batches": 2}}]
     flat = flat_settings(_config(callbacks=callbacks, seed=4, root="/somewhere"))
     assert flat["callbacks.EWC.lam"] == 1e5 and flat["model.lr"] == 1e-3

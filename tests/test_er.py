@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightning_cl.callbacks import ExperienceReplay
+from lightning_cl.methods import ExperienceReplay
 from lightning_cl.classifier import ContinualClassifier
 from conftest import REPO
 from method_runs import TASKS, fit_synthetic

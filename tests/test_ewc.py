@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from shrunk_mnist import shrunk_run
 
-from lightning_cl.callbacks import EWC, OnlineEWC
+from lightning_cl.methods import EWC, OnlineEWC
 from lightning_cl.classifier import ContinualClassifier
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_cl.factored_span import FactoredSpan
-from lightning_cl.gradients import flatten_grads, orthonormal_extend, orthonormality_error
+from lightning_cl.maths.factored_span import FactoredSpan
+from lightning_cl.maths.gradients import flatten_grads, orthonormal_extend, orthonormality_error
 
 
 def network() -> nn.Sequential:

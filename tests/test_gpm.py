@@ -9,10 +9,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from conftest import REPO
-from lightning_cl.callbacks import GPM
-from lightning_cl.gradients import gpm_extend, gpm_project_
+from lightning_cl.methods import GPM
+from lightning_cl.maths.gradients import gpm_extend, gpm_project_
 from lightning_cl.models.mlp import MLP
-from lightning_cl.passes import layer_inputs
+from lightning_cl.maths.passes import layer_inputs
 from method_runs import fit_synthetic
 
 

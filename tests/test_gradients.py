@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_cl.gradients import (
+from lightning_cl.maths.gradients import (
     flatten_grads,
     orthonormal_extend,
     orthonormality_error,

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from shrunk_mnist import shrunk_run
 from synthetic import SyntheticTasks
 
-from lightning_cl.callbacks import LwF
-from lightning_cl.callbacks.lwf import distillation_loss
+from lightning_cl.methods import LwF
+from lightning_cl.methods.lwf import distillation_loss
 from lightning_cl.classifier import ContinualClassifier
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from shrunk_mnist import shrunk_run
 
-from lightning_cl.callbacks import MAS
+from lightning_cl.methods import MAS
 from lightning_cl.classifier import ContinualClassifier
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_cl.memory import Memory
+from lightning_cl.methods.memory import Memory
 
 
 def task_examples(task: int, classes: list[int], per_class: int, offset: int = 0):

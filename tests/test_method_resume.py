@@ -12,7 +12,7 @@ from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from synthetic import SyntheticTasks
 
-from lightning_cl.callbacks import EWC, MAS, SI, LwF, OnlineEWC
+from lightning_cl.methods import EWC, MAS, SI, LwF, OnlineEWC
 from lightning_cl.classifier import ContinualClassifier
 from lightning_cl.task_loop import TaskLoop
 

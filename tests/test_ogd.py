@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightning_cl.callbacks import AccuracyThreshold, OrthogonalGradientDescent, TaskLearningRate
+from lightning_cl.callbacks import AccuracyThreshold, TaskLearningRate
+from lightning_cl.methods import OrthogonalGradientDescent
 from lightning_cl.classifier import ContinualClassifier
 from lightning_cl.data.split_mnist import SplitMNIST
-from lightning_cl.gradients import flatten_grads, orthonormality_error
+from lightning_cl.maths.gradients import flatten_grads, orthonormality_error
 from lightning_cl.task_loop import TaskLoop
 
 N_PARAMS = 784 * 120 + 120 + 120 * 84 + 84 + 84 * 10 + 10 + 2 * (120 + 84)  # MLP with BatchNorm

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from lightning_cl.data.scenario import mask_logits
-from lightning_cl.gradients import flatten_grads
+from lightning_cl.maths.gradients import flatten_grads
 from lightning_cl.models.mlp import MLP
-from lightning_cl.passes import (
+from lightning_cl.maths.passes import (
     fisher_diagonal,
     first_examples,
     mean_loss_gradient,

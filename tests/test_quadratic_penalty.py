@@ -11,8 +11,8 @@ import torch
 
 from method_runs import fit_synthetic
 
-from lightning_cl.callbacks import EWC, MAS, SI, OnlineEWC
-from lightning_cl.quadratic_penalty import QuadraticPenalty
+from lightning_cl.methods import EWC, MAS, SI, OnlineEWC
+from lightning_cl.methods.quadratic_penalty import QuadraticPenalty
 
 
 class Terms(QuadraticPenalty):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lightning_cl.notebook_report import experiment_of
+from lightning_cl.report.notebook import experiment_of
 from lightning_cl.report import main
-from lightning_cl.spec_targets import TARGETS, Experiment
+from lightning_cl.report.notebook_targets import TARGETS, Experiment
 
 def _config(tasks, norm="none", dropout=0.0, lambda_l1=0.0, callbacks=None, seed=0):
     return {"seed_everything": seed, "trainer": {"callbacks": callbacks, "limit_train_batches": None},
@@ -39,7 +39,7 @@ def _write_run(root: Path, name: str, config: dict, seen_accuracy, seen_loss=Non
 
 
 def test_experiment_of_reads_method_and_threshold_from_the_callbacks():
-    callbacks = [{"class_path": "lightning_cl.callbacks.ogd.OGD", "init_args": {}},
+    callbacks = [{"class_path": "lightning_cl.methods.ogd.OGD", "init_args": {}},
                  {"class_path": "lightning_cl.callbacks.accuracy_stop.AccuracyThreshold",
                   "init_args": {"threshold": 0.95}}]
     exp = experiment_of(_config(SEQ, norm="batch", lambda_l1=5.0, callbacks=callbacks))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from shrunk_mnist import shrunk_run
 
-from lightning_cl.callbacks import SI
+from lightning_cl.methods import SI
 
 A = torch.tensor([1.0, 2.0, 4.0])  # curvatures of L = 1/2 sum_i a_i theta_i^2
 THETA0 = torch.tensor([1.0, -0.5, 0.25])

@@ -1,15 +1,17 @@
-"""Continual-learning methods as Lightning callbacks, one per file."""
+"""Task schedules that are not continual-learning methods: accuracy-threshold stopping and a
+learning rate by task. The methods live in :mod:`lightning_cl.methods`."""
 
 from lightning_cl.callbacks.accuracy_threshold import AccuracyThreshold
-from lightning_cl.callbacks.agem import AGEM
-from lightning_cl.callbacks.er import ExperienceReplay
-from lightning_cl.callbacks.ewc import EWC, OnlineEWC
-from lightning_cl.callbacks.gpm import GPM
-from lightning_cl.callbacks.lwf import LwF
-from lightning_cl.callbacks.mas import MAS
-from lightning_cl.callbacks.ogd import OrthogonalGradientDescent
-from lightning_cl.callbacks.si import SI
 from lightning_cl.callbacks.task_lr import TaskLearningRate
 
-__all__ = ["AGEM", "EWC", "GPM", "MAS", "SI", "AccuracyThreshold", "ExperienceReplay", "LwF", "OnlineEWC",
-           "OrthogonalGradientDescent", "TaskLearningRate"]
+__all__ = ["AccuracyThreshold", "TaskLearningRate"]
+
+# Configs written before the methods moved name them here; say where they are now.
+_MOVED = {"AGEM", "EWC", "ExperienceReplay", "GPM", "LwF", "MAS", "OnlineEWC", "OrthogonalGradientDescent", "SI"}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        raise ImportError(f"lightning_cl.callbacks.{name} is now lightning_cl.methods.{name}: "
+                          f"write class_path: lightning_cl.methods.{name} in the config.")
+    raise AttributeError(f"module 'lightning_cl.callbacks' has no attribute {name!r}")

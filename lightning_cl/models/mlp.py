@@ -60,6 +60,10 @@ class MLP(nn.Module):
             x = self.dropout(h)
         return self.head(x), tuple(hidden)
 
+    def linear_layers(self) -> list[nn.Linear]:
+        """The Linear layers, input layer first, head last (what GPM and OGD project)."""
+        return [*self.linears, self.head]
+
 
 def _norm_layer(norm: str, width: int) -> nn.Module:
     if norm == "batch":

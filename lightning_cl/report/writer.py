@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lightning_cl.comparison import Group, LoadedRun, acc_curve, group_runs, load_runs, summary
-from lightning_cl.notebook_report import copy_pictures, notebook_runs, render_notebook
+from lightning_cl.report.comparison import Group, LoadedRun, acc_curve, group_runs, load_runs, summary
+from lightning_cl.report.notebook import copy_pictures, notebook_runs, render_notebook
 from lightning_cl.plots import acc_curve_figure, save_figure
 from lightning_cl.results import RESULTS_FILE
 

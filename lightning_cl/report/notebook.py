@@ -1,4 +1,4 @@
-"""The notebook's tables (SPEC.md, ``lightning_cl.spec_targets``) side by side with our runs:
+"""The notebook's tables (SPEC.md, ``lightning_cl.report.notebook_targets``) side by side with our runs:
 the reproduction section of ``report.md``.
 
 A run is matched to a notebook experiment by its resolved config (``results.json["config"]``:
@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning_cl.comparison import LoadedRun
+from lightning_cl.report.comparison import LoadedRun
 from lightning_cl.results import RESULTS_FILE
-from lightning_cl.spec_targets import SECTIONS, TARGETS, Column, Experiment, Target
+from lightning_cl.report.notebook_targets import SECTIONS, TARGETS, Column, Experiment, Target
 
 # SPEC.md's protocol: a run that departs from it (a shortened test run, another optimiser
 # setting) is listed but kept out of the comparison unless asked for.

@@ -19,7 +19,7 @@ from lightning.pytorch import LightningModule, Trainer
 from torch import nn
 from typing_extensions import override
 
-from lightning_cl.method import Method
+from lightning_cl.methods.method import Method
 from lightning_cl.task_callback import setting
 
 

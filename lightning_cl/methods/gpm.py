@@ -15,9 +15,9 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.gradients import gpm_extend, gpm_project_
-from lightning_cl.method import Method
-from lightning_cl.passes import layer_inputs
+from lightning_cl.maths.gradients import gpm_extend, gpm_project_
+from lightning_cl.methods.method import Method
+from lightning_cl.maths.passes import layer_inputs
 from lightning_cl.task_callback import setting
 
 

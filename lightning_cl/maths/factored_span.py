@@ -29,7 +29,7 @@ class FactoredSpan:
     """The span of per-example gradients of ``params``, stored as factors per Linear layer.
 
     Args:
-        params: the trainable parameters, in the order of the flat layout (:func:`~lightning_cl.gradients.flatten_grads`).
+        params: the trainable parameters, in the order of the flat layout (:func:`~lightning_cl.maths.gradients.flatten_grads`).
         linears: the Linear layers whose weight (and bias) are among ``params``.
         rel_tol: singular values below this fraction of the largest are left out.
     """
@@ -53,7 +53,7 @@ class FactoredSpan:
         return len(self.dense)
 
     def extend(self, deltas: list[torch.Tensor], inputs: list[torch.Tensor], dense: torch.Tensor) -> int:
-        """Add ``m'`` gradients given by their factors (as :func:`~lightning_cl.passes.per_example_linear_factors`
+        """Add ``m'`` gradients given by their factors (as :func:`~lightning_cl.maths.passes.per_example_linear_factors`
         returns them); returns how much the span's dimension grew."""
         before = self.rank
         self.deltas = [torch.cat([a, b.to(a)]) for a, b in zip(self.deltas, deltas)]

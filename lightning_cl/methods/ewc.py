@@ -16,8 +16,8 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.passes import first_examples, fisher_diagonal, trainable_parameters
-from lightning_cl.quadratic_penalty import QuadraticPenalty, Tensors
+from lightning_cl.maths.passes import first_examples, fisher_diagonal, trainable_parameters
+from lightning_cl.methods.quadratic_penalty import QuadraticPenalty, Tensors
 from lightning_cl.task_callback import setting
 
 
@@ -28,7 +28,7 @@ class EWC(QuadraticPenalty):
     estimated on its first ``fisher_examples`` training examples of a shuffled pass, in eval
     mode, with the scenario's output mask; the parameters ``theta*_k`` are kept. Every later
     training step adds the gradient of ``lam/2 * sum_k sum_i F_k,i (theta_i - theta*_k,i)^2``
-    (:class:`~lightning_cl.quadratic_penalty.QuadraticPenalty`), whose value is logged as
+    (:class:`~lightning_cl.methods.quadratic_penalty.QuadraticPenalty`), whose value is logged as
     ``train/loss_ewc``. The Fisher is per task, so memory grows by two models per task.
 
     Args:

@@ -13,8 +13,8 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.memory import SAMPLINGS, Memory, Sampling, run_seed
-from lightning_cl.method import Method
+from lightning_cl.methods.memory import SAMPLINGS, Memory, Sampling, run_seed
+from lightning_cl.methods.method import Method
 from lightning_cl.task_callback import setting
 
 

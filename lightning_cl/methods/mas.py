@@ -14,8 +14,8 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.passes import first_examples, output_norm_importance, trainable_parameters
-from lightning_cl.quadratic_penalty import QuadraticPenalty, Tensors
+from lightning_cl.maths.passes import first_examples, output_norm_importance, trainable_parameters
+from lightning_cl.methods.quadratic_penalty import QuadraticPenalty, Tensors
 from lightning_cl.task_callback import setting
 
 
@@ -26,7 +26,7 @@ class MAS(QuadraticPenalty):
     ``examples`` training examples of a shuffled pass, in eval mode (in task-IL ``f(x)`` is the
     example's task's units), added to ``Omega``, and ``theta*`` becomes the current
     parameters. Every later step adds the gradient of ``lam * sum_i Omega_i (theta_i - theta*_i)^2``
-    (:class:`~lightning_cl.quadratic_penalty.QuadraticPenalty`), whose value is logged as ``train/loss_mas``.
+    (:class:`~lightning_cl.methods.quadratic_penalty.QuadraticPenalty`), whose value is logged as ``train/loss_mas``.
 
     Args:
         lam: the penalty's weight (not in SPEC.md; configs/methods/mas.yaml records how it was chosen).

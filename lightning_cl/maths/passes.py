@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jacrev, vmap
 
-from lightning_cl.gradients import flatten_grads
+from lightning_cl.maths.gradients import flatten_grads
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x, y, task id
 # What a per-example gradient is taken of: (logits of one example, its label (0-d), the bool row of
@@ -55,7 +55,7 @@ def mean_loss_gradient(
     forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | tuple] | None = None,
 ) -> torch.Tensor:
     """The gradient of the cross-entropy, averaged over ``batches``, flattened over ``params``
-    (:func:`~lightning_cl.gradients.flatten_grads` layout), with ``module`` in train mode.
+    (:func:`~lightning_cl.maths.gradients.flatten_grads` layout), with ``module`` in train mode.
 
     ``forward(x, t)`` gives the logits (default ``module(x)``; OGD passes the scenario's masked
     forward). Train mode updates BatchNorm's running statistics: they are restored, and so is

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.gradients import FlatGradient, agem_project_, flatten_grads
-from lightning_cl.memory import Sampling
-from lightning_cl.memory_method import MemoryMethod
+from lightning_cl.maths.gradients import FlatGradient, agem_project_, flatten_grads
+from lightning_cl.methods.memory import Sampling
+from lightning_cl.methods.memory_method import MemoryMethod
 
 
 class AGEM(MemoryMethod):

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.memory import Sampling
-from lightning_cl.memory_method import MemoryMethod
+from lightning_cl.methods.memory import Sampling
+from lightning_cl.methods.memory_method import MemoryMethod
 
 
 class ExperienceReplay(MemoryMethod):

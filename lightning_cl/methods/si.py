@@ -15,8 +15,8 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.passes import trainable_parameters
-from lightning_cl.quadratic_penalty import QuadraticPenalty, Tensors
+from lightning_cl.maths.passes import trainable_parameters
+from lightning_cl.methods.quadratic_penalty import QuadraticPenalty, Tensors
 from lightning_cl.task_callback import setting
 
 
@@ -28,7 +28,7 @@ class SI(QuadraticPenalty):
     ``on_train_batch_end``, after the step, against the parameters kept in
     ``on_before_optimizer_step``. Every step after the first task adds
     the gradient of ``c * sum_i omega_i (theta_i - theta*_i)^2``
-    (:class:`~lightning_cl.quadratic_penalty.QuadraticPenalty`), whose value is logged as
+    (:class:`~lightning_cl.methods.quadratic_penalty.QuadraticPenalty`), whose value is logged as
     ``train/loss_si``; ``theta*`` are the parameters at the end of the latest task.
 
     Args:

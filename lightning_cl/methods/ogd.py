@@ -16,10 +16,10 @@ from lightning.pytorch import LightningModule, Trainer
 from torch import nn
 from typing_extensions import override
 
-from lightning_cl.factored_span import FactoredSpan
-from lightning_cl.gradients import FlatGradient, orthonormal_extend, project_out_
-from lightning_cl.method import Method
-from lightning_cl.passes import first_examples, mean_loss_gradient, per_example_gradients, per_example_linear_factors
+from lightning_cl.maths.factored_span import FactoredSpan
+from lightning_cl.maths.gradients import FlatGradient, orthonormal_extend, project_out_
+from lightning_cl.methods.method import Method
+from lightning_cl.maths.passes import first_examples, mean_loss_gradient, per_example_gradients, per_example_linear_factors
 from lightning_cl.task_callback import setting
 
 Variant = Literal["mean_loss", "gtl", "all", "ave"]
@@ -40,7 +40,7 @@ class OrthogonalGradientDescent(Method):
     each micro-batch's gradient, still multiplied by the AMP loss scale. The notebook's
     variant keeps an orthonormal ``(k, n)`` basis on the training device (a step costs two
     matrix-vector products); the paper's per-example variants keep their gradients as layer
-    factors (:class:`~lightning_cl.factored_span.FactoredSpan`: ~200x less memory on the
+    factors (:class:`~lightning_cl.maths.factored_span.FactoredSpan`: ~200x less memory on the
     published MLP, and two small matrix products per layer per step).
 
     Args:

@@ -24,8 +24,8 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.method import Method
-from lightning_cl.passes import trainable_parameters
+from lightning_cl.methods.method import Method
+from lightning_cl.maths.passes import trainable_parameters
 
 Tensors = dict[str, torch.Tensor]  # parameter name (in ``pl_module.network``) -> tensor
 _STALE = object()

@@ -1,0 +1,21 @@
+"""Continual-learning methods, one per file, and the kit they are written with.
+
+A method is a :class:`~lightning_cl.methods.method.Method` (a Lightning callback that also
+sees task boundaries). What it may rely on of the task data and of the module is declared in
+:mod:`lightning_cl.methods.contract` and checked at setup. The kit: regularisers subclass
+:class:`~lightning_cl.methods.quadratic_penalty.QuadraticPenalty`, methods with an episodic
+memory :class:`~lightning_cl.methods.memory_method.MemoryMethod`.
+"""
+
+from lightning_cl.methods.agem import AGEM
+from lightning_cl.methods.er import ExperienceReplay
+from lightning_cl.methods.ewc import EWC, OnlineEWC
+from lightning_cl.methods.gpm import GPM
+from lightning_cl.methods.lwf import LwF
+from lightning_cl.methods.mas import MAS
+from lightning_cl.methods.method import Method
+from lightning_cl.methods.ogd import OrthogonalGradientDescent
+from lightning_cl.methods.si import SI
+
+__all__ = ["AGEM", "EWC", "GPM", "MAS", "SI", "ExperienceReplay", "LwF", "Method", "OnlineEWC",
+           "OrthogonalGradientDescent"]

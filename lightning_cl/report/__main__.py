@@ -1,0 +1,3 @@
+from lightning_cl.report.writer import main
+
+main()
