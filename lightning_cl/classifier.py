@@ -13,13 +13,13 @@ costs ~0.13 ms of a ~1.5 ms step of this small MLP on a 2-core CPU (benchmarks/o
 
 Batches are ``(x, y, t)`` (``t``: each example's task). In task-IL the logits are masked to
 the example's task (``lightning_cl.data.scenario``), in training and in evaluation.
-Continual-learning methods (``lightning_cl.method.Method``) plug in by returning a new
-batch, loss terms and a weight of the current loss, which the training step combines.
+Continual-learning methods (:class:`lightning_cl.methods.method.Method`) plug in by returning
+loss terms and a weight of the current loss, which the training step combines; what they may
+use of this module is declared in :mod:`lightning_cl.methods.contract`.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Literal
 
 import torch
@@ -34,10 +34,6 @@ from lightning_cl.methods.method import methods_of
 from lightning_cl.models.mlp import MLP, Norm
 
 OPTIMIZERS = ("adam", "sgd")
-
-# The module's on_after_batch_transfer (methods' training batches) is deliberate; Lightning's
-# notice that the DataModule's is not used would otherwise open every run's log.
-warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
 
 
 def l1_activation_penalty(hidden: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -122,14 +118,6 @@ class ContinualClassifier(LightningModule):
         if self.hparams.lambda_l1 > 0:
             loss = loss + self.hparams.lambda_l1 * l1_activation_penalty(hidden)
         return loss
-
-    @override
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        # A method may train on another batch (e.g. with replayed examples); only in training.
-        if self._trainer is not None and self.trainer.training:
-            for method in methods_of(self.trainer):
-                batch = method.training_batch(self.trainer, self, batch)
-        return batch
 
     @override
     def on_train_epoch_start(self) -> None:

@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from lightning_cl.data.task_data import TaskDataModule
+from lightning_cl.methods.contract import MODULE, missing
 from lightning_cl.recorder import RunRecorder
 from lightning_cl.task_callback import TaskCallback
 
@@ -183,11 +184,11 @@ def check_task_interfaces(trainer: Trainer, pl_module: LightningModule) -> None:
             f"TaskLoop needs a lightning_cl.data.TaskDataModule (e.g. SplitMNIST, PermutedMNIST, RotatedMNIST); "
             f"got {type(datamodule).__name__}. A new benchmark subclasses TaskDataModule."
         )
-    missing = [name for name in ("network", "eval_logits", "scenario_forward") if not hasattr(pl_module, name)]
-    if missing:
+    lacks = missing(pl_module, MODULE)
+    if lacks:
         raise ValueError(
-            f"TaskLoop needs a module with {', '.join(missing)} (as lightning_cl.classifier.ContinualClassifier has); "
-            f"{type(pl_module).__name__} lacks them."
+            f"TaskLoop needs a module with {', '.join(lacks)} (as lightning_cl.classifier.ContinualClassifier has, "
+            f"declared in lightning_cl.methods.contract.ContinualModule); {type(pl_module).__name__} lacks them."
         )
     if trainer.reload_dataloaders_every_n_epochs != 1:
         raise ValueError(

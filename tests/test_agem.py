@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from conftest import REPO
+import stubs
 from lightning_cl.methods import AGEM
 from lightning_cl.classifier import ContinualClassifier
 from lightning_cl.maths.gradients import agem_project_, flatten_grads
@@ -46,7 +47,7 @@ def test_the_step_gradient_does_not_conflict_with_the_memory_gradient():
     model = ContinualClassifier(hidden=[16])
     x, y = torch.randn(40, 784), torch.arange(4).repeat(10)
     batches = [(x[i : i + 8], y[i : i + 8], y[i : i + 8] // 2) for i in range(0, 40, 8)]
-    datamodule = SimpleNamespace(task_classes=lambda: [[0, 1], [2, 3]], num_tasks=2, task_train_loader=lambda task: iter(batches))
+    datamodule = stubs.task_data(task_classes=lambda: [[0, 1], [2, 3]], num_tasks=2, task_train_loader=lambda task: iter(batches))
     trainer = SimpleNamespace(datamodule=datamodule)
     agem = AGEM(per_class=10, batch_size=40)  # the whole memory: a deterministic reference
     agem.setup(trainer, model, "fit")

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+import stubs
 from lightning_cl.methods import ExperienceReplay
 from lightning_cl.classifier import ContinualClassifier
 from conftest import REPO
@@ -32,7 +33,7 @@ def test_replay_term_and_current_weight_follow_one_over_t():
     x, y = torch.randn(40, 784), torch.arange(4).repeat(10)
     t = y // 2
     batches = [(x[i : i + 8], y[i : i + 8], t[i : i + 8]) for i in range(0, 40, 8)]
-    datamodule = SimpleNamespace(task_classes=lambda: [[0, 1], [2, 3], [4, 5]], num_tasks=3, current_task=0,
+    datamodule = stubs.task_data(task_classes=lambda: [[0, 1], [2, 3], [4, 5]], num_tasks=3, current_task=0,
                                  task_train_loader=lambda task: iter(batches))
     trainer = SimpleNamespace(datamodule=datamodule)
     er = ExperienceReplay(per_class=3, batch_size=5)
@@ -65,10 +66,11 @@ def test_er_runs_in_every_scenario(tmp_path, scenario, sampling):
 
 def test_a_resumed_run_replays_the_same_batches_as_an_uninterrupted_one(tmp_path):
     checkpoints = ModelCheckpoint(save_top_k=-1, every_n_epochs=1)
-    _, straight = fit_synthetic(tmp_path / "straight", [ExperienceReplay(per_class=10, batch_size=8), checkpoints])
+    er = ExperienceReplay(per_class=10, batch_size=8)
+    _, straight = fit_synthetic(tmp_path / "straight", [er, checkpoints])
     # End of task 1: the memory holds task 1; tasks 2 and 3 replay after the resume.
     ckpt = next((tmp_path / "straight").rglob("epoch=0-*.ckpt"))
-    assert len(torch.load(ckpt, weights_only=True)["callbacks"]["ExperienceReplay"]["memory"]["y"]) == 20
+    assert len(torch.load(ckpt, weights_only=True)["callbacks"][er.state_key]["memory"]["y"]) == 20
     _, resumed = fit_synthetic(tmp_path / "resumed", [ExperienceReplay(per_class=10, batch_size=8)], ckpt_path=ckpt)
     assert resumed["accuracy_matrix"] == straight["accuracy_matrix"]
     assert resumed["seen_loss"] == straight["seen_loss"]

@@ -44,7 +44,7 @@ def test_importance_on_a_quadratic_loss_is_the_normalised_path_integral():
     optimizer = torch.optim.SGD(module.network.parameters(), lr=LR)
     si.on_task_start(None, module, 0)
     sgd_steps(si, module, steps, optimizer)
-    si.on_task_end(None, module, 0)
+    si.consolidate(None, module, 0)
     # SGD: theta_k = (1 - lr a)^k theta0, g_k = a theta_k, delta_k = -lr a theta_k, so
     # w = sum_k lr a^2 theta_k^2 and Delta = theta_K - theta0.
     thetas = [(1 - LR * A) ** k * THETA0 for k in range(steps + 1)]
@@ -62,7 +62,7 @@ def test_importance_on_a_quadratic_loss_is_the_normalised_path_integral():
     si.on_task_start(None, module, 1)  # a second task adds its own importance
     sgd_steps(si, module, 2, optimizer)
     first = si.omega["theta"].clone()
-    si.on_task_end(None, module, 1)
+    si.consolidate(None, module, 1)
     assert (si.omega["theta"] > first).all()
 
 
@@ -86,8 +86,8 @@ def test_a_resume_mid_task_continues_the_path_integral_exactly():
     module2.network.theta.data.copy_(module.network.theta.data)
     sgd_steps(si, module, 3, optimizer)
     sgd_steps(resumed, module2, 3, torch.optim.SGD(module2.network.parameters(), lr=LR))
-    si.on_task_end(None, module, 0)
-    resumed.on_task_end(None, module2, 0)
+    si.consolidate(None, module, 0)
+    resumed.consolidate(None, module2, 0)
     assert torch.equal(si.omega["theta"], resumed.omega["theta"])
 
 

@@ -82,6 +82,10 @@ class TaskDataModule(LightningDataModule, ABC):
         """Task-IL: ``(tasks, outputs)`` bool, the units each task may choose among; else None."""
         return self.labels.unit_mask()
 
+    def task_units(self, task: int) -> list[int]:
+        """The output units that ``task``'s examples are labelled with (its head in task-IL)."""
+        return list(self.labels.units[task])
+
     def seen_units(self, task: int | None = None) -> list[int]:
         """Output units of tasks 0..task (default: the current task), in task order."""
         return self.labels.seen_units(self.current_task if task is None else task)

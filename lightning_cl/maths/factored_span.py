@@ -132,6 +132,14 @@ class FactoredSpan:
                     g.sub_(r.view_as(g))
         return torch.dot(coords, c).clamp(min=0).sqrt()  # ||G^T K^+ G g||, as the projector is one
 
+    def to(self, device: torch.device | str) -> FactoredSpan:
+        self.deltas = [d.to(device) for d in self.deltas]
+        self.inputs = [h.to(device) for h in self.inputs]
+        self.dense = self.dense.to(device)
+        if self._projector is not None:
+            self._projector = self._projector.to(device)
+        return self
+
     def state_dict(self) -> dict[str, Any]:
         # On the CPU so that a checkpoint made on a GPU loads anywhere.
         return {"deltas": [d.cpu() for d in self.deltas], "inputs": [h.cpu() for h in self.inputs], "dense": self.dense.cpu()}

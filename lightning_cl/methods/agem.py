@@ -4,7 +4,8 @@
 A memory of earlier tasks' examples gives, at every step, a reference gradient: the gradient
 of the loss on a random memory batch. When the step's gradient ``g`` would increase that loss
 (``g . g_ref < 0``) it is projected to ``g - (g . g_ref) / (g_ref . g_ref) g_ref``, the
-closest gradient that does not (eq. 11). SPEC.md: memory of 100 examples per class.
+closest gradient that does not (eq. 11). Memory: 100 examples per class, as in the Split-MNIST
+protocol of van de Ven, Tuytelaars & Tolias 2022 ("Three types of incremental learning").
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class AGEM(MemoryMethod):
         per_class: examples kept per class of each task (``"balanced"``), or the budget per
             class of the whole sequence (``"reservoir"``).
         batch_size: memory examples per reference gradient (the paper: 256).
-        sampling: ``"balanced"`` or ``"reservoir"`` (see :class:`~lightning_cl.memory.Memory`).
+        sampling: ``"balanced"`` or ``"reservoir"`` (see :class:`~lightning_cl.methods.memory.Memory`).
 
     Raises:
         ValueError: for an unknown ``sampling``, or ``per_class`` or ``batch_size`` below 1.

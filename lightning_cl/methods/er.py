@@ -1,8 +1,8 @@
 """Experience Replay (Chaudhry, Rohrbach, Elhoseiny, Ajanthan, Dokania, Torr and Ranzato 2019,
 "On Tiny Episodic Memories in Continual Learning", arXiv:1902.10486).
 
-A small memory of earlier tasks' training examples is replayed alongside every batch. SPEC.md
-(the Split-MNIST protocol of van de Ven, Tuytelaars & Tolias 2022): 100 examples per class, a
+A small memory of earlier tasks' training examples is replayed alongside every batch. In
+the Split-MNIST protocol of van de Ven, Tuytelaars & Tolias 2022: 100 examples per class, a
 replayed batch of 128 each iteration, and in task ``t`` (from 1) the loss
 ``(1/t) * L_current + (1 - 1/t) * L_replay``.
 """

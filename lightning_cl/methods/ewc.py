@@ -10,7 +10,7 @@ squared, averaged over up to 1000 training examples) says how much each paramete
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
@@ -32,8 +32,8 @@ class EWC(QuadraticPenalty):
     ``train/loss_ewc``. The Fisher is per task, so memory grows by two models per task.
 
     Args:
-        lam: the penalty's weight lambda (SPEC.md, Split-MNIST: task-IL 1e5, domain-IL 1e10,
-            class-IL 1e9).
+        lam: the penalty's weight lambda (the Split-MNIST protocol of van de Ven et al. 2022:
+            task-IL 1e5, domain-IL 1e10, class-IL 1e9).
         fisher_examples: the most training examples of a task the Fisher is averaged over.
         fisher: ``"empirical"`` (the true label's log-likelihood, the protocol's) or
             ``"expected"`` (every label's, weighted by the model's probability: the Fisher
@@ -45,6 +45,7 @@ class EWC(QuadraticPenalty):
     """
 
     name = "ewc"
+    keeps = ("fishers", "anchors")
 
     def __init__(self, lam: float, fisher_examples: int = 1000, fisher: Literal["empirical", "expected"] = "empirical") -> None:
         if lam < 0:
@@ -59,17 +60,7 @@ class EWC(QuadraticPenalty):
         self.anchors: list[Tensors] = []  # theta*_k
 
     @override
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # After a checkpoint restore the state is on the CPU.
-        device = pl_module.device
-        self.fishers = [{n: f.to(device) for n, f in fisher.items()} for fisher in self.fishers]
-        self.anchors = [{n: a.to(device) for n, a in anchor.items()} for anchor in self.anchors]
-        self.terms_changed()
-
-    @override
-    def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
-        if task + 1 == trainer.datamodule.num_tasks:
-            return  # no later task would be penalised
+    def consolidate(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
         x, y, t = first_examples(trainer.datamodule.task_train_loader(task), self.fisher_examples)
         fisher = fisher_diagonal(pl_module.network, x, y, t, unit_mask=pl_module.unit_mask, labels=self.fisher)
         self._consolidate(fisher, {n: p.detach().clone() for n, p in trainable_parameters(pl_module.network).items()})
@@ -84,23 +75,13 @@ class EWC(QuadraticPenalty):
         """``lam/2 * F_k`` and ``theta*_k`` per consolidated task."""
         return [({n: self.lam / 2 * v for n, v in f.items()}, a) for f, a in zip(self.fishers, self.anchors)]
 
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        cpu = lambda tensors: {n: v.cpu() for n, v in tensors.items()}  # noqa: E731
-        return {"fishers": [cpu(f) for f in self.fishers], "anchors": [cpu(a) for a in self.anchors]}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.fishers, self.anchors = list(state_dict["fishers"]), list(state_dict["anchors"])
-        self.terms_changed()
-
 
 class OnlineEWC(EWC):
     """EWC with one running Fisher, ``F <- gamma * F + F_new`` after each task, and one anchor,
     the parameters after the latest task (Schwarz et al. 2018): memory stays at two models.
 
     Args:
-        lam: the penalty's weight (SPEC.md: EWC's lambda of the scenario).
+        lam: the penalty's weight (here EWC's lambda of the scenario).
         gamma: how much of the running Fisher is kept at each task end (1: none is forgotten).
         fisher_examples: the most training examples of a task the Fisher is averaged over.
         fisher: ``"empirical"`` or ``"expected"``, as for :class:`EWC`.

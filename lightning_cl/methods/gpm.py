@@ -9,8 +9,6 @@ so the layer's outputs on the old tasks' inputs stay (to first order) as they we
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
@@ -24,10 +22,10 @@ from lightning_cl.task_callback import setting
 class GPM(Method):
     """Project each Linear layer's gradient off the inputs that earlier tasks gave that layer.
 
-    The layers are the network's Linear layers (``network.linears`` and ``network.head``). The
-    paper's MLP has no biases; here each layer is treated as one matrix ``[W | b]`` acting on
-    its input with a constant 1 appended, so biases are projected too and the old inputs'
-    outputs are protected exactly as in the paper. Normalisation layers (BatchNorm, LayerNorm)
+    The layers are the network's Linear layers (``network.linear_layers()``, which the method
+    contract asks of a network for GPM). The paper's MLP has no biases; here each layer is
+    treated as one matrix ``[W | b]`` acting on its input with a constant 1 appended, so biases
+    are projected too and the old inputs' outputs are protected exactly as in the paper. Normalisation layers (BatchNorm, LayerNorm)
     are not projected: GPM protects the Linear layers only.
 
     The basis update runs at each task end (except the last) on ``examples`` training
@@ -49,6 +47,8 @@ class GPM(Method):
 
     name = "gpm"
     projects_gradients = True
+    keeps = ("bases",)
+    requires_network = ("linear_layers",)
 
     def __init__(self, threshold: list[float] = [0.95, 0.99, 0.99], examples: int = 125) -> None:
         if not threshold or any(not 0 < th <= 1 for th in threshold):
@@ -60,10 +60,11 @@ class GPM(Method):
 
     @staticmethod
     def layers(pl_module: LightningModule) -> list[torch.nn.Linear]:
-        return [*pl_module.network.linears, pl_module.network.head]
+        return pl_module.network.linear_layers()
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)  # the contract: the network offers its layers
         n = len(self.layers(pl_module))
         if len(self.threshold) not in (1, n):
             raise ValueError(f"{setting(self, 'threshold')}={self.threshold}: give one value, or one per Linear layer "
@@ -71,9 +72,10 @@ class GPM(Method):
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)  # the declared state, restored and on the device
         if not self.bases:
-            self.bases = [torch.empty(layer.in_features + (layer.bias is not None), 0) for layer in self.layers(pl_module)]
-        self.bases = [b.to(pl_module.device) for b in self.bases]
+            self.bases = [torch.empty(layer.in_features + (layer.bias is not None), 0, device=pl_module.device)
+                          for layer in self.layers(pl_module)]
 
     @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer) -> None:
@@ -82,9 +84,7 @@ class GPM(Method):
                 gpm_project_(layer.weight.grad, None if layer.bias is None else layer.bias.grad, basis)
 
     @override
-    def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
-        if task + 1 == trainer.datamodule.num_tasks:
-            return  # no later task would be projected against it
+    def consolidate(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
         xs, count = [], 0
         for x, _, _ in trainer.datamodule.task_train_loader(task):  # a shuffled pass: a random sample
             xs.append(x)
@@ -107,11 +107,3 @@ class GPM(Method):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         for i, basis in enumerate(self.bases):
             pl_module.log(f"gpm/basis_layer{i + 1}", float(basis.shape[1]), on_epoch=True)
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {"bases": [b.cpu() for b in self.bases]}  # on the CPU: loads anywhere
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.bases = list(state_dict["bases"])

@@ -55,33 +55,33 @@ class LwF(Method):
       statistics twice per step, as with the separate replay pass of van de Ven et al.).
 
     Args:
-        temperature: the distillation temperature ``T`` (SPEC.md: 2).
+        temperature: the distillation temperature ``T`` (van de Ven et al. 2022: 2).
 
     Raises:
         ValueError: for a non-positive ``temperature``.
     """
 
     name = "lwf"
+    keeps = ("old_network",)
 
     def __init__(self, temperature: float = 2.0) -> None:
         if temperature <= 0:
             raise ValueError(f"{setting(self, 'temperature')}={temperature} must be > 0.")
         self.temperature = temperature
         self.old_network: nn.Module | None = None
-        self._restored: dict[str, torch.Tensor] | None = None  # from a checkpoint, until on_train_start
         self._units: tuple[int, list[torch.Tensor]] | None = None  # (task, unit indices per KD term)
 
     @override
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._restored is not None:  # the copy's architecture is the network's
-            self.old_network = frozen_copy(pl_module.network)
-            self.old_network.load_state_dict(self._restored)
-            self._restored = None
+    def restore(self, attribute: str, value: Any, pl_module: LightningModule) -> Any:
+        if value is None:
+            return None
+        old = frozen_copy(pl_module.network)  # the copy's architecture is the network's
+        old.load_state_dict(value)
+        return old
 
     @override
-    def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
-        if task + 1 < trainer.datamodule.num_tasks:
-            self.old_network = frozen_copy(pl_module.network)
+    def consolidate(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
+        self.old_network = frozen_copy(pl_module.network)
 
     @override
     def current_loss_weight(self, trainer: Trainer, pl_module: LightningModule) -> float:
@@ -91,7 +91,7 @@ class LwF(Method):
         """The output units of each KD term in the current task (see the class docstring)."""
         datamodule, task = trainer.datamodule, trainer.datamodule.current_task
         if self._units is None or self._units[0] != task:
-            groups = ([datamodule.labels.units[s] for s in range(task)] if pl_module.unit_mask is not None
+            groups = ([datamodule.task_units(s) for s in range(task)] if pl_module.unit_mask is not None
                       else [datamodule.seen_units(task - 1)])
             self._units = (task, [torch.tensor(list(g), device=pl_module.device) for g in groups])
         return self._units[1]
@@ -107,13 +107,3 @@ class LwF(Method):
         groups = self.unit_groups(trainer, pl_module)
         kd = sum(distillation_loss(new[:, u], old[:, u], self.temperature) for u in groups) / len(groups)
         return {"distill": (1.0 - 1.0 / (trainer.datamodule.current_task + 1)) * kd}
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        if self.old_network is None:
-            return {"old_network": self._restored}
-        return {"old_network": {k: v.cpu() for k, v in self.old_network.state_dict().items()}}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._restored, self.old_network = state_dict["old_network"], None

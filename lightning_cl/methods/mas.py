@@ -8,8 +8,6 @@ add up over tasks, and later tasks pay ``lam * sum Omega (theta - theta*)^2``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
@@ -29,7 +27,7 @@ class MAS(QuadraticPenalty):
     (:class:`~lightning_cl.methods.quadratic_penalty.QuadraticPenalty`), whose value is logged as ``train/loss_mas``.
 
     Args:
-        lam: the penalty's weight (not in SPEC.md; configs/methods/mas.yaml records how it was chosen).
+        lam: the penalty's weight (the Split-MNIST protocol gives none; configs/methods/mas.yaml records how it was chosen).
         examples: the most training examples of a task the importance is averaged over.
 
     Raises:
@@ -37,6 +35,7 @@ class MAS(QuadraticPenalty):
     """
 
     name = "mas"
+    keeps = ("omega", "anchor")
 
     def __init__(self, lam: float, examples: int = 1000) -> None:
         if lam < 0:
@@ -49,17 +48,7 @@ class MAS(QuadraticPenalty):
         self.anchor: Tensors | None = None
 
     @override
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # After a checkpoint restore the state is on the CPU.
-        if self.omega is not None:
-            self.omega = {n: v.to(pl_module.device) for n, v in self.omega.items()}
-            self.anchor = {n: v.to(pl_module.device) for n, v in self.anchor.items()}
-        self.terms_changed()
-
-    @override
-    def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
-        if task + 1 == trainer.datamodule.num_tasks:
-            return  # no later task would be penalised
+    def consolidate(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
         x, _, t = first_examples(trainer.datamodule.task_train_loader(task), self.examples)
         new = output_norm_importance(pl_module.network, x, t, unit_mask=pl_module.unit_mask)
         self.omega = new if self.omega is None else {n: self.omega[n] + new[n] for n in new}
@@ -70,13 +59,3 @@ class MAS(QuadraticPenalty):
     def penalty_terms(self) -> list[tuple[Tensors, Tensors]]:
         """``lam * Omega`` and ``theta*`` (none before the first task ends)."""
         return [] if self.omega is None else [({n: self.lam * v for n, v in self.omega.items()}, self.anchor)]
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        cpu = lambda tensors: None if tensors is None else {n: v.cpu() for n, v in tensors.items()}  # noqa: E731
-        return {"omega": cpu(self.omega), "anchor": cpu(self.anchor)}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.omega, self.anchor = state_dict["omega"], state_dict["anchor"]
-        self.terms_changed()

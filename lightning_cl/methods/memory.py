@@ -1,8 +1,8 @@
 """An episodic memory of ``(x, y, t)`` training examples for replay methods (ER, A-GEM).
 
 Chaudhry et al. 2019, "On Tiny Episodic Memories in Continual Learning" (arXiv:1902.10486):
-a small memory of past examples, filled either class-balanced (a fixed number per class, the
-protocol of SPEC.md: 100 per class) or by reservoir sampling (a uniform sample of everything
+a small memory of past examples, filled either class-balanced (a fixed number per class; the
+Split-MNIST protocol of van de Ven et al. 2022 keeps 100 per class) or by reservoir sampling (a uniform sample of everything
 offered so far, in a fixed total budget).
 
 Pure tensors, no Lightning: tested in tests/test_memory.py.
@@ -106,11 +106,6 @@ class Memory:
         """A memory for a task DataModule's sequence (the reservoir's budget: per_class x its classes)."""
         classes = sum(len(c) for c in datamodule.task_classes())
         return cls(per_class, sampling, capacity=per_class * classes)
-
-    def add_task(self, datamodule, task: int, generator: torch.Generator) -> None:
-        """Offer ``task``'s training examples, unless it is the last task (no later task would use them)."""
-        if task + 1 < datamodule.num_tasks:
-            self.add(*task_stream(datamodule, task), generator)
 
     def to(self, device: torch.device | str) -> Memory:
         if self.y is not None:

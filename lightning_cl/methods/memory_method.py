@@ -1,25 +1,24 @@
 """The base of the methods that keep an episodic memory of earlier tasks' examples (ER, A-GEM):
-the memory's settings, filling it at each task end, its device, and its checkpoint state.
+the memory's settings and filling it at each task end (but the last).
 
-A subclass uses ``self.memory`` (:class:`~lightning_cl.memory.Memory`) and ``self.generator``
-in its own hooks; both go into the checkpoint, so that a resumed run draws the same batches.
+A subclass uses ``self.memory`` (:class:`~lightning_cl.methods.memory.Memory`) and ``self.generator``
+in its own hooks; both are declared state (checkpointed, the memory moved to the module's
+device), so that a resumed run draws the same batches.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.methods.memory import SAMPLINGS, Memory, Sampling, run_seed
+from lightning_cl.methods.memory import SAMPLINGS, Memory, Sampling, run_seed, task_stream
 from lightning_cl.methods.method import Method
 from lightning_cl.task_callback import setting
 
 
 class MemoryMethod(Method):
-    """A :class:`~lightning_cl.method.Method` with an episodic memory, filled at each task end.
+    """A :class:`~lightning_cl.methods.method.Method` with an episodic memory, filled at each task end.
 
     Args:
         per_class: examples kept per class of each task (``"balanced"``), or the budget per
@@ -31,6 +30,8 @@ class MemoryMethod(Method):
     Raises:
         ValueError: for an unknown ``sampling``, or ``per_class`` or ``batch_size`` below 1.
     """
+
+    keeps = ("memory", "generator")
 
     def __init__(self, per_class: int, batch_size: int, sampling: Sampling) -> None:
         if sampling not in SAMPLINGS:
@@ -46,23 +47,11 @@ class MemoryMethod(Method):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        # Before a checkpoint is restored: load_state_dict then overwrites both.
+        super().setup(trainer, pl_module, stage)
+        # Before a checkpoint is restored, which then overwrites both.
         self.memory = Memory.for_sequence(trainer.datamodule, self.per_class, self.sampling)
         self.generator.manual_seed(run_seed())
 
     @override
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.memory.to(pl_module.device)
-
-    @override
-    def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
-        self.memory.add_task(trainer.datamodule, task, self.generator)
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {"memory": self.memory.state_dict(), "generator": self.generator.get_state()}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.memory.load_state_dict(state_dict["memory"])
-        self.generator.set_state(state_dict["generator"])
+    def consolidate(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
+        self.memory.add(*task_stream(trainer.datamodule, task), self.generator)

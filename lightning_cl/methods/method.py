@@ -1,11 +1,9 @@
-"""What a continual-learning method may contribute to training, besides the task moments of
-:class:`~lightning_cl.task_callback.TaskCallback`.
+"""The base of every continual-learning method: what a method may contribute to training, the
+state it keeps, and the task moments it hooks into.
 
-The module owns the training step and combines what methods *return* (STYLE.md: methods do
-not mutate shared state):
+The module owns the training step and combines what methods *return* (methods do not mutate
+shared state):
 
-* :meth:`Method.training_batch` may return a new training batch (the module calls it from
-  ``on_after_batch_transfer``, which Lightning lets return a new batch);
 * :meth:`Method.loss_terms` returns named loss terms, added to the loss and logged as
   ``train/loss_<name>``;
 * :meth:`Method.current_loss_weight` scales the current batch's cross-entropy (LwF and ER
@@ -13,28 +11,49 @@ not mutate shared state):
 * gradient methods (OGD, A-GEM, GPM) act in ``on_before_optimizer_step``, once per optimiser
   step on the final gradient, and set ``projects_gradients`` so that settings that would
   change that gradient behind their back (mixed precision) are refused.
+
+What a method may rely on of the data, the module and the network is declared in
+:mod:`lightning_cl.methods.contract` and checked in :meth:`Method.setup`.
+
+**Declared state.** A method lists in ``keeps`` the attributes it keeps across steps and tasks
+(tensors, dicts and lists of them, plain data, or objects with ``state_dict`` /
+``load_state_dict`` such as a memory or a ``torch.Generator``). The base saves them into the
+checkpoint as CPU copies (a checkpoint made on a GPU loads anywhere), restores them on resume
+and moves them to the module's device when training starts. A value the base cannot rebuild
+by itself (a copy of the network) is rebuilt by :meth:`Method.restore`. Its ``state_key``
+holds its settings, so two instances of one method with different settings keep apart.
+
+**Task moments.** :meth:`Method.consolidate` runs at the end of every task but the last (no
+later task would use what it keeps); ``on_task_start`` / ``on_task_end`` run at every task.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
+from typing_extensions import override
 
+from lightning_cl.methods.contract import check_contract
 from lightning_cl.task_callback import TaskCallback
 
 
 class Method(TaskCallback):
-    """Base of the continual-learning methods. ``name`` is what ``results.json`` records."""
+    """Base of the continual-learning methods. ``name`` is what ``results.json`` records.
+
+    A subclass keeps each ``__init__`` argument as an attribute of the same name (they make
+    its ``state_key``), lists its kept attributes in ``keeps`` and the network members it needs
+    beyond ``forward`` in ``requires_network`` (e.g. ``("linear_layers",)``).
+    """
 
     name: ClassVar[str]
     projects_gradients: ClassVar[bool] = False
+    keeps: ClassVar[tuple[str, ...]] = ()
+    requires_network: ClassVar[tuple[str, ...]] = ()
 
-    def training_batch(self, trainer: Trainer, pl_module: LightningModule, batch: Any) -> Any:
-        """Return the batch to train on (default: ``batch`` unchanged)."""
-        return batch
-
+    # ----------------------------------------------------------------- what a method returns
     def loss_terms(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, outputs: tuple[torch.Tensor, tuple[torch.Tensor, ...]]
     ) -> dict[str, torch.Tensor]:
@@ -44,6 +63,109 @@ class Method(TaskCallback):
     def current_loss_weight(self, trainer: Trainer, pl_module: LightningModule) -> float:
         """The weight of the current batch's cross-entropy (default 1)."""
         return 1.0
+
+    def consolidate(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
+        """Keep what ``task`` taught (a Fisher, a basis, a memory); called after every task but the last."""
+
+    def restore(self, attribute: str, value: Any, pl_module: LightningModule) -> Any:
+        """The value of a declared ``attribute`` rebuilt from its checkpointed ``value`` (default: as saved)."""
+        return value
+
+    def state_changed(self) -> None:
+        """Called after the declared state was restored from a checkpoint."""
+
+    # ----------------------------------------------------------------- the contract
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The ``__init__`` arguments, as kept by the method."""
+        params = inspect.signature(type(self).__init__).parameters
+        return {n: getattr(self, n) for n, p in params.items() if n != "self" and p.kind is p.POSITIONAL_OR_KEYWORD}
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._generate_state_key(**self.settings)
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        check_contract(type(self).__name__, trainer.datamodule, pl_module, self.requires_network)
+
+    @override
+    def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
+        if task + 1 < trainer.datamodule.num_tasks:
+            self.consolidate(trainer, pl_module, task)
+
+    # ----------------------------------------------------------------- declared state
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {attribute: _saved(getattr(self, attribute)) for attribute in self.keeps}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        lacking = [a for a in self.keeps if a not in state_dict]
+        if lacking:
+            raise ValueError(f"The checkpoint's state of {type(self).__name__} lacks {', '.join(lacking)}: it was "
+                             "made by another version of this method. Start the run again without --ckpt_path.")
+        self._restored = {a: state_dict[a] for a in self.keeps}
+
+    @override
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints made before methods had settings in their state_key kept it under the class name.
+        states = checkpoint.get("callbacks", {})
+        if self.state_key not in states and type(self).__qualname__ in states:
+            states[self.state_key] = states.pop(type(self).__qualname__)
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        restored = getattr(self, "_restored", None)
+        for attribute in self.keeps:
+            current = getattr(self, attribute)
+            if restored is not None:
+                current = self._load(attribute, current, restored[attribute], pl_module)
+            setattr(self, attribute, _moved(current, pl_module.device))
+        if restored is not None:
+            self._restored = None
+            self.state_changed()
+
+    def _load(self, attribute: str, current: Any, value: Any, pl_module: LightningModule) -> Any:
+        if isinstance(current, torch.Generator):
+            current.set_state(value)
+            return current
+        if current is not None and value is not None and hasattr(current, "load_state_dict"):
+            current.load_state_dict(value)
+            return current
+        return self.restore(attribute, value, pl_module)
+
+
+def _saved(value: Any) -> Any:
+    """``value`` as plain data with CPU tensors (copies: the live tensors change in place)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, torch.Generator):
+        return value.get_state()
+    if hasattr(value, "state_dict") and not isinstance(value, type):
+        return _saved(value.state_dict())
+    if isinstance(value, dict):
+        return {k: _saved(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_saved(v) for v in value)
+    return value
+
+
+def _moved(value: Any, device: torch.device) -> Any:
+    """``value`` with its tensors on ``device`` (objects with a ``to`` are moved in place)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, torch.Generator):
+        return value  # stays on the CPU: its state is plain data
+    if hasattr(value, "to") and not isinstance(value, type):
+        value.to(device)
+        return value
+    if isinstance(value, dict):
+        return {k: _moved(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_moved(v, device) for v in value)
+    return value
 
 
 def methods_of(trainer: Trainer) -> list[Method]:

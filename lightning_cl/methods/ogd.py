@@ -4,7 +4,8 @@ Descent for Continual Learning", AISTATS, arXiv:1910.07104).
 At the end of each task, gradients that describe what the model does on that task are stored
 as an orthonormal basis; during later tasks each update is projected onto the orthogonal
 complement of that basis, so that (to first order) it does not change the stored outputs.
-SPEC.md, "Orthogonal Gradient Descent", describes the notebook's variant.
+The notebook's variant stores one gradient per task, that of the mean loss over the task's
+training batches.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
-from torch import nn
 from typing_extensions import override
 
 from lightning_cl.maths.factored_span import FactoredSpan
 from lightning_cl.maths.gradients import FlatGradient, orthonormal_extend, project_out_
-from lightning_cl.methods.method import Method
 from lightning_cl.maths.passes import first_examples, mean_loss_gradient, per_example_gradients, per_example_linear_factors
+from lightning_cl.methods.method import Method
 from lightning_cl.task_callback import setting
 
 Variant = Literal["mean_loss", "gtl", "all", "ave"]
@@ -68,6 +68,7 @@ class OrthogonalGradientDescent(Method):
 
     name = "ogd"
     projects_gradients = True
+    keeps = ("basis", "factors", "vectors_per_task")
 
     def __init__(
         self, variant: Variant = "mean_loss", examples_per_task: int = 200, eps: float = 1e-8, chunk_size: int = 50
@@ -83,7 +84,6 @@ class OrthogonalGradientDescent(Method):
         self.variant, self.examples_per_task, self.eps, self.chunk_size = variant, examples_per_task, eps, chunk_size
         self.basis: torch.Tensor | None = None  # mean_loss: (k, n) orthonormal rows, on the training device
         self.factors: FactoredSpan | None = None  # the per-example variants' gradients
-        self._loaded_factors: dict[str, Any] | None = None  # from a checkpoint, until the model is there
         self.vectors_per_task: list[int] = []  # how many rows each task added
         self._params: list[torch.nn.Parameter] = []
         self._grad: FlatGradient | None = None  # the step's gradient, projected in place
@@ -93,6 +93,11 @@ class OrthogonalGradientDescent(Method):
     @property
     def per_example(self) -> bool:
         return self.variant != "mean_loss"
+
+    @property
+    def requires_network(self) -> tuple[str, ...]:
+        """The per-example variants keep their gradients as factors of the network's Linear layers."""
+        return ("linear_layers",) if self.per_example else ()
 
     @property
     def basis_size(self) -> int:
@@ -106,22 +111,32 @@ class OrthogonalGradientDescent(Method):
         return self.factors.orthonormal_basis() if self.per_example else self.basis
 
     # ----------------------------------------------------------------- Lightning hooks
+    def _new_factors(self, pl_module: LightningModule) -> FactoredSpan:
+        linears = [m for m in pl_module.network.linear_layers() if m.weight.requires_grad]
+        return FactoredSpan(self._params, linears)
+
+    @override
+    def restore(self, attribute: str, value: Any, pl_module: LightningModule) -> Any:
+        if attribute != "factors" or value is None:
+            return value
+        self._params = [p for p in pl_module.parameters() if p.requires_grad]
+        factors = self._new_factors(pl_module)  # its layers are the network's
+        factors.load_state_dict(value)
+        return factors
+
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # After a checkpoint restore (load_state_dict gives a CPU tensor).
+        super().on_train_start(trainer, pl_module)  # the declared state, restored and on the device
         self._params = [p for p in pl_module.parameters() if p.requires_grad]
         n = sum(p.numel() for p in self._params)
         if self.per_example:
-            linears = [m for m in pl_module.modules() if isinstance(m, nn.Linear) and m.weight.requires_grad]
-            self.factors = FactoredSpan(self._params, linears)
-            if self._loaded_factors is not None:
-                self.factors.load_state_dict(self._loaded_factors)
+            if self.factors is None:
+                self.factors = self._new_factors(pl_module)
             return
         if self.basis is None:
             self.basis = torch.empty(0, n, device=pl_module.device)
         elif self.basis.shape[1] != n:
             raise ValueError(f"The OGD basis in the checkpoint has {self.basis.shape[1]} entries per vector, the model {n}.")
-        self.basis = self.basis.to(pl_module.device)
         self._grad = FlatGradient(self._params, dtype=self.basis.dtype)
 
     @override
@@ -160,9 +175,7 @@ class OrthogonalGradientDescent(Method):
 
     # ----------------------------------------------------------------- task hooks
     @override
-    def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
-        if task + 1 == trainer.datamodule.num_tasks:
-            return  # no later task would be projected against it
+    def consolidate(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
         if self.per_example:
             deltas, inputs, dense = self._per_example_factors(trainer, pl_module, task)
             if trainer.world_size > 1:  # each process used its own examples: keep all of them
@@ -200,21 +213,3 @@ class OrthogonalGradientDescent(Method):
         lead = 2 if jacobian else 1
         dense = torch.cat([by_param[id(p)].reshape(*by_param[id(p)].shape[:lead], -1) for p in self.factors.others], dim=-1)
         return deltas, inputs, dense.reshape(rows, -1)
-
-    # ----------------------------------------------------------------- checkpoint
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        # On the CPU so that a checkpoint made on a GPU loads anywhere.
-        return {
-            "basis": None if self.basis is None else self.basis.cpu(),
-            "factors": None if self.factors is None else self.factors.state_dict(),
-            "vectors_per_task": list(self.vectors_per_task),
-        }
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.basis = state_dict["basis"]
-        self._loaded_factors = state_dict.get("factors")
-        if self.factors is not None and self._loaded_factors is not None:
-            self.factors.load_state_dict(self._loaded_factors)
-        self.vectors_per_task = list(state_dict["vectors_per_task"])

@@ -32,10 +32,11 @@ _STALE = object()
 
 
 class QuadraticPenalty(Method):
-    """A :class:`~lightning_cl.method.Method` whose penalty is a sum of weighted quadratics.
+    """A :class:`~lightning_cl.methods.method.Method` whose penalty is a sum of weighted quadratics.
 
     A subclass returns its terms from :meth:`penalty_terms` and calls :meth:`terms_changed`
-    whenever they change (a task end, a checkpoint load).
+    whenever they change (at a task end; the base calls it when training starts, after a
+    checkpoint's state is restored and moved to the device).
     """
 
     def __init__(self) -> None:
@@ -50,6 +51,11 @@ class QuadraticPenalty(Method):
 
     def terms_changed(self) -> None:
         self._compiled = _STALE
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)  # the declared state, restored and on the device
+        self.terms_changed()
 
     def penalty(self, pl_module: LightningModule) -> torch.Tensor:
         """The penalty's value, ``sum_k sum_i w_k,i (theta_i - a_k,i)^2`` (0 without terms)."""

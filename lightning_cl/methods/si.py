@@ -32,15 +32,18 @@ class SI(QuadraticPenalty):
     ``train/loss_si``; ``theta*`` are the parameters at the end of the latest task.
 
     Args:
-        c: the penalty's weight (SPEC.md, Split-MNIST: task-IL 10, domain-IL 5e4, class-IL 5e3).
+        c: the penalty's weight (the Split-MNIST protocol of van de Ven et al. 2022: task-IL 10,
+            domain-IL 5e4, class-IL 5e3).
         xi: damping of the normalisation, so that a parameter that hardly moved does not get
-            an unbounded importance (SPEC.md: 0.1).
+            an unbounded importance (van de Ven et al. 2022: 0.1).
 
     Raises:
         ValueError: for a negative ``c`` or a non-positive ``xi``.
     """
 
     name = "si"
+    # The path of an unfinished task too: a resumed run continues it exactly.
+    keeps = ("omega", "anchor", "path", "task_start")
 
     def __init__(self, c: float, xi: float = 0.1) -> None:
         if c < 0:
@@ -56,15 +59,6 @@ class SI(QuadraticPenalty):
         # The parameters before the step in progress, in buffers reused from step to step:
         self._before: list[torch.Tensor] = []
         self._stepped = False
-
-    @override
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # After a checkpoint restore the state is on the CPU.
-        for key in ("omega", "anchor", "path", "task_start"):
-            tensors = getattr(self, key)
-            if tensors is not None:
-                setattr(self, key, {n: v.to(pl_module.device) for n, v in tensors.items()})
-        self.terms_changed()
 
     @override
     def on_task_start(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
@@ -102,7 +96,7 @@ class SI(QuadraticPenalty):
         self._stepped = False
 
     @override
-    def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
+    def consolidate(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
         params = trainable_parameters(pl_module.network)
         new = {n: self.path[n] / ((p.detach() - self.task_start[n]).square() + self.xi) for n, p in params.items()}
         self.omega = new if self.omega is None else {n: self.omega[n] + new[n] for n in new}
@@ -113,16 +107,3 @@ class SI(QuadraticPenalty):
     def penalty_terms(self) -> list[tuple[Tensors, Tensors]]:
         """``c * omega`` and ``theta*`` (none before the first task ends)."""
         return [] if self.omega is None else [({n: self.c * v for n, v in self.omega.items()}, self.anchor)]
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        # The path of an unfinished task too: a resumed run continues it exactly. Copies, as the
-        # path is updated in place (.cpu() of a CPU tensor would return the live tensor).
-        copy = lambda tensors: None if tensors is None else {n: v.to("cpu", copy=True) for n, v in tensors.items()}  # noqa: E731
-        return {key: copy(getattr(self, key)) for key in ("omega", "anchor", "path", "task_start")}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        for key in ("omega", "anchor", "path", "task_start"):
-            setattr(self, key, state_dict[key])
-        self.terms_changed()
