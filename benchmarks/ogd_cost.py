@@ -1,6 +1,6 @@
 """Cost of Orthogonal Gradient Descent (Farajtabar et al. 2020) per training step and per task.
 
-Times, on the BatchNorm MLP of SPEC.md with Adam and batch 64, a plain training step
+Times, on the notebook's BatchNorm MLP with Adam and batch 64, a plain training step
 (forward, backward, optimiser step) against the same step with OGD's projection (the
 callback's ``on_before_optimizer_step``), for
 

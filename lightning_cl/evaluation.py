@@ -1,7 +1,7 @@
 """Pure measurement functions: test accuracy per task, loss/accuracy on the tasks seen so far,
 sparsity.
 
-SPEC.md, "Loss and measurements": population sparsity is the fraction of activations that
+The notebook's measurements: population sparsity is the fraction of activations that
 are exactly zero, over examples x neurons, on the test images of the tasks seen so far.
 Each task is tested on its own test set with the scenario's labels (``forward`` applies the
 task-IL mask), so the three scenarios share one evaluation.

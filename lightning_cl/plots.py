@@ -1,4 +1,4 @@
-"""Matplotlib figures of the diagnostics (SPEC.md, "Diagnostics"), drawn off-screen (Agg).
+"""Matplotlib figures of the notebook's diagnostics, drawn off-screen (Agg).
 
 Each function takes plain arrays and returns a ``Figure``; the callbacks save it as a PNG
 beside ``results.json`` and hand it to TensorBoard. ``save_figure`` closes it.

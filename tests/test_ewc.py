@@ -109,7 +109,9 @@ def test_state_dict_round_trip_restores_the_penalty(model_and_data):
 @pytest.mark.parametrize("method", ["ewc", "online_ewc"])
 def test_ewc_forgets_less_than_naive_fine_tuning_on_shrunk_split_mnist(run_cli, method):
     naive = shrunk_run(run_cli)
-    # SPEC.md's task-IL lambda; a Fisher on 200 examples keeps the test short.
+    # The task-IL lambda of the published Split-MNIST protocol (van de Ven, Tuytelaars & Tolias
+    # 2022, 'Three types of incremental learning', Nature Machine Intelligence); a Fisher on
+    # 200 examples keeps the test short.
     run = shrunk_run(run_cli, method, "--trainer.callbacks.lam", "1e5", "--trainer.callbacks.fisher_examples", "200")
     assert run["method"] == method
     assert naive["bwt"] < -0.03  # the protocol forgets: otherwise the comparison says nothing

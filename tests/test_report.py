@@ -1,5 +1,5 @@
-"""The report: SPEC.md's numbers as data, runs matched to experiments by config, every SPEC.md
-row present (with "not run" where no run), mean ± std over seeds, pictures copied beside it."""
+"""The report: the notebook's numbers as data, runs matched to experiments by config, every
+notebook row present (with "not run" where no run), mean ± std over seeds, pictures copied beside it."""
 
 from __future__ import annotations
 

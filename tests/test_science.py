@@ -1,4 +1,4 @@
-"""SPEC.md's results, reproduced on the real MNIST with the shipped configs (marked ``mnist``).
+"""The notebook's results, reproduced on the real MNIST with the shipped configs (marked ``mnist``).
 
 The notebook's numbers are single runs; bounds here allow for seed-to-seed spread.
 """

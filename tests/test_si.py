@@ -94,7 +94,8 @@ def test_a_resume_mid_task_continues_the_path_integral_exactly():
 @pytest.mark.mnist
 def test_si_forgets_less_than_naive_fine_tuning_on_shrunk_split_mnist(run_cli):
     naive = shrunk_run(run_cli)
-    run = shrunk_run(run_cli, "si", "--trainer.callbacks.c", "10")  # SPEC.md's task-IL c
+    # The task-IL c of the published Split-MNIST protocol (van de Ven, Tuytelaars & Tolias 2022).
+    run = shrunk_run(run_cli, "si", "--trainer.callbacks.c", "10")
     assert run["method"] == "si"
     assert naive["bwt"] < -0.03  # the protocol forgets: otherwise the comparison says nothing
     assert run["bwt"] > naive["bwt"] + 0.03 and run["acc"] > naive["acc"]

@@ -1,6 +1,6 @@
-"""End a task once the epoch's training accuracy reaches a threshold (SPEC.md, "Orthogonal
-Gradient Descent": the notebook's OGD runs trained each task to 0.98 or 0.95 training
-accuracy, or at most about 30 epochs).
+"""End a task once the epoch's training accuracy reaches a threshold (the notebook's OGD
+variant: its OGD runs trained each task to 0.98 or 0.95 training accuracy, or at most about
+30 epochs).
 
 The most epochs per task stay ``task_loop.epochs_per_task``; ``results.json`` records the
 epochs each task used (``epochs_per_task``).

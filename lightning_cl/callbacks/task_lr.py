@@ -1,5 +1,6 @@
 """Learning rate by task: the notebook's OGD runs trained the first task at the base learning
-rate (Adam 1e-4) and every later task at a fifth of it (SPEC.md, "Orthogonal Gradient Descent").
+rate (Adam 1e-4) and every later task at a fifth of it (the notebook's OGD variant; OGD itself
+is Farajtabar et al. 2020, AISTATS).
 """
 
 from __future__ import annotations

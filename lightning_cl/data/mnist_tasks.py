@@ -1,6 +1,6 @@
 """The MNIST part shared by the MNIST benchmarks: files, the held-out split, tensors in memory.
 
-SPEC.md, "Data and protocol": the official 60,000 / 10,000 split, pixels scaled to [0, 1]
+MNIST (LeCun et al.) with its official 60,000 / 10,000 split, pixels scaled to [0, 1]
 (and, for the notebook's protocol, normalised with mean 0.1307 and std 0.3081), flattened to
 784 features. A seeded, stratified part of the training set is held out for validation.
 A benchmark subclass says which examples make each task (:meth:`task_examples`); whatever it

@@ -1,4 +1,4 @@
-"""MNIST as normalised tensors (SPEC.md: [0, 1], mean 0.1307, std 0.3081, 784 features).
+"""MNIST as normalised tensors (the notebook's protocol: [0, 1], mean 0.1307, std 0.3081, 784 features).
 
 Torch and torchvision only, no Lightning: the plain-PyTorch benchmark baseline uses it too.
 """

@@ -1,4 +1,4 @@
-"""Diagnostic callbacks: the pictures of SPEC.md "Diagnostics", each a callback switched on in
+"""Diagnostic callbacks: the pictures of the notebook's diagnostics, each a callback switched on in
 config (``-c configs/diagnostics.yaml`` switches on all of them). Each logs to TensorBoard and
 saves a PNG beside ``results.json``."""
 

@@ -1,6 +1,6 @@
 """Forgetting curve: test accuracy on every task seen so far, sampled while a task trains.
 
-SPEC.md, "Diagnostics" 1: in naive fine-tuning the accuracy on earlier tasks collapses within
+The notebook's diagnostics, 1: in naive fine-tuning the accuracy on earlier tasks collapses within
 the first ~10 batches of a new task, so the default samples every 2 batches for the first 50
 batches of a task, then every 25. Accuracies are measured on a fixed, class-balanced
 subsample of the test set (200 images per task by default) so that a sample costs one small

@@ -1,6 +1,6 @@
 """Latent space: t-SNE of the hidden activations on test images of the seen classes, by class.
 
-SPEC.md, "Diagnostics" 4: ``h2`` (84-d) is the latent space; ``h1`` matters for the sparsity
+The notebook's diagnostics, 4: ``h2`` (84-d) is the latent space; ``h1`` matters for the sparsity
 study. After each task, a fixed class-balanced subsample of the seen classes' test images is
 embedded with scikit-learn's t-SNE (van der Maaten & Hinton, 2008), drawn coloured by class,
 and the raw activations go to TensorBoard's embedding projector with the class labels.

@@ -1,6 +1,6 @@
 """Probability profile: for each true class seen so far, the mean softmax output over its test images.
 
-SPEC.md, "Diagnostics" 3: a classes x classes picture that shows whether the old classes keep
+The notebook's diagnostics, 3: a classes x classes picture that shows whether the old classes keep
 any probability mass after a new task (in naive fine-tuning they do not: every row puts its
 mass on the newest task's classes). Drawn after each task.
 """

@@ -1,6 +1,6 @@
 """Relative weight updates per layer and batch: ``||W_after - W_before|| / ||W_before||``.
 
-SPEC.md, "Diagnostics" 2. The weights are copied before the training step of a sampled
+The notebook's diagnostics, 2. The weights are copied before the training step of a sampled
 batch (``on_train_batch_start``) and compared after it (``on_train_batch_end``); the
 ratios stay on the device and reach the host (and the loggers) once per task.
 """

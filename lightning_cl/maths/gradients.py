@@ -43,7 +43,7 @@ def flat_views(params: Sequence[torch.Tensor], flat: torch.Tensor) -> list[torch
 
     Set as the parameters' ``.grad`` before backward, they make backward accumulate straight
     into ``flat``, so that a projection needs neither :func:`flatten_grads` nor
-    :func:`write_flat_grad` (together ~80 us of a ~1.8 ms step of the SPEC.md MLP on 2 cores).
+    :func:`write_flat_grad` (together ~80 us of a ~1.8 ms step of the notebook's MLP on 2 cores).
     """
     return [piece.view_as(p) for piece, p in zip(torch.split(flat, [p.numel() for p in params]), params)]
 

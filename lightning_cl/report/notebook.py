@@ -1,4 +1,4 @@
-"""The notebook's tables (SPEC.md, ``lightning_cl.report.notebook_targets``) side by side with our runs:
+"""The notebook's tables (``lightning_cl.report.notebook_targets``) side by side with our runs:
 the reproduction section of ``report.md``.
 
 A run is matched to a notebook experiment by its resolved config (``results.json["config"]``:
@@ -21,7 +21,7 @@ from lightning_cl.report.comparison import LoadedRun
 from lightning_cl.results import RESULTS_FILE
 from lightning_cl.report.notebook_targets import SECTIONS, TARGETS, Column, Experiment, Target
 
-# SPEC.md's protocol: a run that departs from it (a shortened test run, another optimiser
+# The notebook's protocol: a run that departs from it (a shortened test run, another optimiser
 # setting) is listed but kept out of the comparison unless asked for.
 PROTOCOL_BATCH_SIZE = 64
 PROTOCOL_EPOCHS = 5  # per task, unless an accuracy threshold ends tasks (OGD: up to ~30)
@@ -88,7 +88,7 @@ def experiment_of(config: dict | None) -> Experiment | None:
 
 
 def deviations_of(config: dict | None, experiment: Experiment | None) -> list[str]:
-    """How a run's config departs from SPEC.md's protocol for its experiment (empty: it follows it)."""
+    """How a run's config departs from the notebook's protocol for its experiment (empty: it follows it)."""
     if experiment is None:
         return ["config not recognised"]
     found = []
@@ -204,9 +204,9 @@ def render_notebook(runs: list[Run], pictures: dict[Path, list[str]], include_de
     lines = ["## The notebook's results and ours", ""]
     lines += [
         f"{len(runs)} run(s) found, {len(compared)} compared. Each row: the notebook's single run, then ours "
-        "(mean ± std over seeds when several; n = seeds). Notebook values are as printed in SPEC.md. "
-        + ("Runs that depart from SPEC.md's protocol are included." if include_deviating else
-           "Incomplete runs and runs that depart from SPEC.md's protocol (see Runs) are left out."), "",
+        "(mean ± std over seeds when several; n = seeds). Notebook values are as the notebook printed them. "
+        + ("Runs that depart from the notebook's protocol are included." if include_deviating else
+           "Incomplete runs and runs that depart from the notebook's protocol (see Runs) are left out."), "",
     ]
     for section in SECTIONS:
         targets = [t for t in TARGETS if t.section == section]

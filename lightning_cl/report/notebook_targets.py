@@ -1,8 +1,8 @@
-"""The notebook's numbers of SPEC.md ("The notebook's results"), as data for the report.
+"""The notebook's results, as data for the report.
 
-Each :class:`Target` is one row of a SPEC.md table or sentence: which experiment it is (read
-from a run's resolved config), what is measured, and the notebook's values as printed
-(single runs; a range where the notebook gives one).
+Each :class:`Target` is one row of a table or sentence of the notebook's results: which
+experiment it is (read from a run's resolved config), what is measured, and the notebook's
+values as printed (single runs; a range where the notebook gives one).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class Column:
 
 @dataclass(frozen=True)
 class Target:
-    """One row of SPEC.md: ``values[i]`` is the notebook's value in ``columns[i]`` ("" where none)."""
+    """One row of the notebook's results: ``values[i]`` is its value in ``columns[i]`` ("" where none)."""
 
     section: str
     row: str
@@ -115,7 +115,7 @@ TARGETS: tuple[Target, ...] = (
            ("3.7", "4.8", "5.5", "5.8")),
     Target(LOSS_PER_TASK, "OGD+BatchNorm (threshold 0.98)",
            Experiment(_SEQ, norm="batch", method="ogd", threshold=0.98), _per_task("seen_loss", first=1), ("0.96", "1.57", "1.75", "1.97")),
-    # SPEC.md does not give the notebook's dropout here; 0.2 is configs/split_mnist/ogd_bn_dropout.yaml's.
+    # The notebook does not give its dropout here; 0.2 is configs/split_mnist/ogd_bn_dropout.yaml's.
     Target(OGD_DROPOUT, "OGD + BatchNorm + Dropout 0.2 (threshold 0.98)",
            Experiment(_SEQ, norm="batch", dropout=0.2, method="ogd", threshold=0.98),
            (Column("t5", "seen_accuracy", 4),), ("0.27-0.29",)),
