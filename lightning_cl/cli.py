@@ -30,6 +30,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from lightning_cl.callbacks import MOVED_TO_METHODS
 from lightning_cl.classifier import ContinualClassifier
 from lightning_cl.data.mnist_files import MNISTUnavailableError
 from lightning_cl.data.split_mnist import SplitMNIST
@@ -57,6 +58,8 @@ RESUME_MAY_DIFFER = {
     "trainer.logger", "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.enable_checkpointing",
     "trainer.log_every_n_steps", "trainer.profiler", "trainer.accelerator",
 }
+MOVED_CLASS_PATH = re.compile(
+    rf"lightning_cl\.callbacks\.(?:\w+\.)?(?P<name>{'|'.join(sorted(MOVED_TO_METHODS))})\b")
 SIGTERM_EXIT_CODE = 128 + 15  # what a shell reports for a process ended by SIGTERM
 
 
@@ -161,7 +164,8 @@ class ContinualCLI(LightningCLI):
 
     @staticmethod
     def _check_config_files_are_yaml(parser: LightningArgumentParser, args: Any) -> None:
-        """Name the file of a YAML syntax error (jsonargparse reports ``<unicode string>``)."""
+        """Name the file of a YAML syntax error (jsonargparse reports ``<unicode string>``), and
+        a class path that moved."""
         if not isinstance(args, (list, tuple)):
             return
         paths = [value for flag, value in zip(args, args[1:]) if flag in ("-c", "--config")]
@@ -171,9 +175,23 @@ class ContinualCLI(LightningCLI):
                 continue  # jsonargparse names a missing file
             try:
                 with open(path) as file:
-                    yaml.safe_load(file)  # a YAML error then names the file, line and column
+                    text = file.read()
+                yaml.safe_load(text)  # a YAML error then names the file, line and column
             except yaml.YAMLError as err:
                 parser.error(f"-c {path} is not valid YAML: {err}")
+            ContinualCLI._check_class_paths_moved(parser, text, f"-c {path}")
+        for arg in args:
+            if isinstance(arg, str):
+                ContinualCLI._check_class_paths_moved(parser, arg, arg)
+
+    @staticmethod
+    def _check_class_paths_moved(parser: LightningArgumentParser, text: str, where: str) -> None:
+        """A config written before the methods moved names ``lightning_cl.callbacks.<method>``:
+        say in one line where the class is now (jsonargparse would bury it in a dump)."""
+        for match in MOVED_CLASS_PATH.finditer(text):
+            name = match.group("name")
+            parser.error(f"{where}: {match.group(0)} is now lightning_cl.methods.{name}; write class_path: "
+                         f"lightning_cl.methods.{name}.")
 
     def before_instantiate_classes(self) -> None:
         # Before any class is built or any directory created: Lightning would raise some of these
@@ -191,6 +209,14 @@ class ContinualCLI(LightningCLI):
         except (ValueError, MisconfigurationException) as err:
             self._remove_empty_run_dir()
             self._parser(self.subcommand).error(str(err))
+        except RuntimeError as err:
+            twice = re.search(r"more than one stateful callback of type `(\w+)`", str(err))
+            if twice is None:
+                raise
+            self._remove_empty_run_dir()
+            self._parser(self.subcommand).error(
+                f"trainer.callbacks lists {twice.group(1)} twice with the same settings: their states would be one. "
+                "Remove one, or give them different settings.")
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})

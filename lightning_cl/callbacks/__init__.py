@@ -7,11 +7,11 @@ from lightning_cl.callbacks.task_lr import TaskLearningRate
 __all__ = ["AccuracyThreshold", "TaskLearningRate"]
 
 # Configs written before the methods moved name them here; say where they are now.
-_MOVED = {"AGEM", "EWC", "ExperienceReplay", "GPM", "LwF", "MAS", "OnlineEWC", "OrthogonalGradientDescent", "SI"}
+MOVED_TO_METHODS = {"AGEM", "EWC", "ExperienceReplay", "GPM", "LwF", "MAS", "OnlineEWC", "OrthogonalGradientDescent", "SI"}
 
 
 def __getattr__(name: str):
-    if name in _MOVED:
+    if name in MOVED_TO_METHODS:
         raise ImportError(f"lightning_cl.callbacks.{name} is now lightning_cl.methods.{name}: "
                           f"write class_path: lightning_cl.methods.{name} in the config.")
     raise AttributeError(f"module 'lightning_cl.callbacks' has no attribute {name!r}")
