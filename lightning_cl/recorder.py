@@ -15,10 +15,10 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_cl.report.comparison import flat_settings
 from lightning_cl.evaluation import TaskEvaluation, evaluate_tasks
 from lightning_cl.methods.method import method_name
 from lightning_cl.results import RESULTS_FILE, RunResults
+from lightning_cl.settings import grouping_settings
 
 
 class RunRecorder:
@@ -74,12 +74,12 @@ class RunRecorder:
             self._log_hparams(trainer, record)
 
     def _log_hparams(self, trainer: Trainer, record: RunResults) -> None:
-        """The run's settings and final metrics in TensorBoard's HParams view, so that
+        """The run's grouping settings and final metrics in TensorBoard's HParams view, so that
         ``tensorboard --logdir ROOT`` compares every run of a study."""
         params = {"benchmark": record.benchmark, "scenario": record.scenario, "method": record.method,
                   "seed": record.seed if record.seed is not None else -1}
         params |= {k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                   for k, v in flat_settings(record.config).items()}
+                   for k, v in grouping_settings(record.config).items()}
         metrics = {f"hparams/{k}": v for k, v in record.metrics().items() if v is not None}
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
