@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_cl.evaluation import TaskEvaluation, evaluate_tasks
 from lightning_cl.methods.method import method_name
+from lightning_cl.metrics import ACC
 from lightning_cl.results import RESULTS_FILE, RunResults
 from lightning_cl.settings import grouping_settings
 
@@ -67,7 +68,7 @@ class RunRecorder:
         rank_zero_info(
             f"task {task + 1}/{datamodule.num_tasks} {datamodule.task_names()[task]} ({length}): "
             f"seen-task test acc {evaluation.seen_accuracy:.4f}, loss {evaluation.seen_loss:.3f}, "
-            f"ACC {record.metrics()['acc']:.4f}, sparsity {evaluation.sparsity['overall']:.3f}"
+            f"{ACC.label} {record.metrics()[ACC.key]:.4f}, sparsity {evaluation.sparsity['overall']:.3f}"
         )
         self.write(record, trainer)
         if record.complete:

@@ -99,6 +99,11 @@ def test_report_writes_tables_summary_and_a_picture_per_benchmark_and_scenario(t
 
     report = (out / "report.md").read_text()
     assert "### split_mnist, class-incremental" in report and "### permuted_mnist, domain-incremental" in report
+    assert ("Mean ± std over seeds (n). ACC: mean final accuracy over the tasks; BWT: final minus just-learnt accuracy "
+            "(negative: forgetting); FWT: accuracy on a task before training it minus a random network's; forgetting: "
+            "drop from the best earlier accuracy; learning acc: mean just-learnt accuracy.\n") in report
+    assert ("| method | n | ACC | BWT | FWT | forgetting | learning acc |\n"
+            "| --- | --- | --- | --- | --- | --- | --- |\n") in report
     assert "| none | 2 | 0.8500 ± 0.0707 |" in report  # ACC (0.6+1)/2 and (0.8+1)/2
     assert "| joint | 1 | 0.9000 |" in report
     summary = json.loads((out / "summary.json").read_text())

@@ -1,8 +1,8 @@
 """Compare any set of runs: group them by what their ``results.json`` records (benchmark,
 scenario, method, and every grouping setting that differs between runs of the same method:
 :func:`lightning_cl.settings.grouping_settings`), and summarise each group over its seeds
-(mean ± std of ACC, BWT, FWT, forgetting, learning accuracy). Directory and config-file
-names play no part.
+(mean ± std of each metric of :data:`lightning_cl.metrics.CL_METRICS`). Directory and
+config-file names play no part.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning_cl.metrics import CL_METRICS
 from lightning_cl.results import RESULTS_FILE, ResultsError, RunResults
 from lightning_cl.settings import grouping_settings
 
 SUMMARY_FORMAT_VERSION = 1
-METRICS = ("acc", "bwt", "fwt", "forgetting", "learning_acc")
 
 
 @dataclass
@@ -113,7 +113,7 @@ def summary(groups: Sequence[Group]) -> dict[str, Any]:
             {
                 "benchmark": g.benchmark, "scenario": g.scenario, "method": g.method, "settings": g.settings,
                 "n_seeds": len(g.runs), "seeds": [r.record.seed for r in g.runs],
-                **{m: g.stats(m) for m in METRICS},
+                **{m.key: g.stats(m.key) for m in CL_METRICS},
                 "runs": [str(r.path) for r in g.runs],
             }
             for g in groups
