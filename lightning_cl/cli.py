@@ -49,7 +49,7 @@ TRAINER_DEFAULTS = {
 PROGRESS_BAR_REFRESH_RATE = 50  # redrawing every batch is a cost of every step of this small MLP
 PROG = "lightning-cl"
 LOGS = "lightning_logs"
-RUN_CONFIG_KEY = "lightning_cl_run_config"  # the resolved config, in every checkpoint
+RUN_CONFIG_KEY = "lightning_cl_run_config"  # the resolved config, in every checkpoint: a resume is checked against it
 SIGTERM_EXIT_CODE = 128 + 15  # what a shell reports for a process ended by SIGTERM
 
 

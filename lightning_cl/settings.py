@@ -62,17 +62,17 @@ def changes_results(key: str) -> bool:
     return key not in PLACEMENT and key != ACCELERATOR
 
 
-def callback_list(callbacks: Any) -> list[Any]:
+def _callback_list(callbacks: Any) -> list[Any]:
     """``trainer.callbacks`` as a list (a config may give one callback alone, or none)."""
     return [callbacks] if isinstance(callbacks, dict) else list(callbacks or [])
 
 
-def callback_name(callback: Any) -> str:
+def _callback_name(callback: Any) -> str:
     """``{"class_path": "lightning_cl.methods.ewc.EWC", ...}`` -> ``EWC``."""
     return str(callback.get("class_path", callback)).rpartition(".")[2] if isinstance(callback, dict) else str(callback)
 
 
-def is_observer(callback: Any) -> bool:
+def _is_observer(callback: Any) -> bool:
     return isinstance(callback, dict) and str(callback.get("class_path", "")).startswith(OBSERVERS)
 
 
@@ -86,9 +86,9 @@ def grouping_settings(config: dict[str, Any] | None) -> dict[str, Any]:
     config = dict(config or {})
     trainer = dict(config.pop("trainer", None) or {})
     flat: dict[str, Any] = {}
-    for callback in callback_list(trainer.pop("callbacks", None)):
-        if isinstance(callback, dict) and not is_observer(callback):
-            flat |= flatten(callback.get("init_args") or {"on": True}, f"callbacks.{callback_name(callback)}")
+    for callback in _callback_list(trainer.pop("callbacks", None)):
+        if isinstance(callback, dict) and not _is_observer(callback):
+            flat |= flatten(callback.get("init_args") or {"on": True}, f"callbacks.{_callback_name(callback)}")
     flat |= flatten(config) | flatten(trainer, "trainer")
     return {key: value for key, value in flat.items() if changes_results(key) and key != SEED}
 
@@ -107,14 +107,14 @@ def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> dict[s
         if key == SEED and current.get(key) is True:
             continue  # a random seed is drawn later; the checkpoint's own is then used
         if key == CALLBACKS:
-            differences |= _callback_differences(callback_list(saved.get(key)), callback_list(current.get(key)))
+            differences |= _callback_differences(_callback_list(saved.get(key)), _callback_list(current.get(key)))
             continue
         differences[key] = f"checkpoint {saved.get(key)!r}, config {current.get(key)!r}"
     return differences
 
 
 def _callback_differences(saved: list[Any], current: list[Any]) -> dict[str, str]:
-    names = [callback_name(cb) for cb in saved], [callback_name(cb) for cb in current]
+    names = [_callback_name(cb) for cb in saved], [_callback_name(cb) for cb in current]
     if names[0] != names[1]:
         return {CALLBACKS: f"checkpoint {names[0]}, config {names[1]}"}
     differences = {}
