@@ -35,6 +35,7 @@ from lightning_cl.classifier import ContinualClassifier
 from lightning_cl.data.mnist_files import MNISTUnavailableError
 from lightning_cl.data.split_mnist import SplitMNIST
 from lightning_cl.data.task_data import TaskDataModule
+from lightning_cl.settings import resume_differences
 from lightning_cl.task_loop import TaskLoop
 from lightning_cl.trainer_checks import trainer_setting_errors
 
@@ -49,15 +50,7 @@ TRAINER_DEFAULTS = {
 PROGRESS_BAR_REFRESH_RATE = 50  # redrawing every batch is a cost of every step of this small MLP
 PROG = "lightning-cl"
 LOGS = "lightning_logs"
-RUN_CONFIG_KEY = "lightning_cl_run_config"  # the resolved config, in every checkpoint
-# Settings that do not change what a run computes: a resume may differ in them. Everything
-# else (model, data, task loop, callbacks, seed, trainer limits and precision) must match.
-# The accelerator changes the last digits only (README, "Determinism"); a run may move to a GPU.
-RESUME_MAY_DIFFER = {
-    "config", "ckpt_path", "weights_only", "data.data_dir", "data.download", "trainer.default_root_dir",
-    "trainer.logger", "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.enable_checkpointing",
-    "trainer.log_every_n_steps", "trainer.profiler", "trainer.accelerator",
-}
+RUN_CONFIG_KEY = "lightning_cl_run_config"  # the resolved config, in every checkpoint: a resume is checked against it
 MOVED_CLASS_PATH = re.compile(
     rf"lightning_cl\.callbacks\.(?:\w+\.)?(?P<name>{'|'.join(sorted(MOVED_TO_METHODS))})\b")
 SIGTERM_EXIT_CODE = 128 + 15  # what a shell reports for a process ended by SIGTERM
@@ -103,42 +96,6 @@ def claim_run_dir(logs: Path) -> int:
             version += 1
         except FileNotFoundError:  # a failed run removed the empty lightning_logs meanwhile
             logs.mkdir(parents=True, exist_ok=True)
-
-
-def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"trainer": {"max_epochs": 5}}`` -> ``{"trainer.max_epochs": 5}``; lists stay whole."""
-    if not isinstance(config, dict):
-        return {prefix: config}
-    flat = {}
-    for key, value in config.items():
-        flat |= _flatten(value, f"{prefix}.{key}" if prefix else str(key))
-    return flat
-
-
-def _callback_names(callbacks: Any) -> list[str]:
-    return [str(cb.get("class_path", cb)).rpartition(".")[2] if isinstance(cb, dict) else str(cb) for cb in callbacks]
-
-
-def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, str]:
-    """Each setting (as written on the command line) in which two resolved configs differ."""
-    saved, current = _flatten(saved), _flatten(current)
-    differences = {}
-    for key in sorted(saved.keys() | current.keys()):
-        if key in RESUME_MAY_DIFFER or saved.get(key) == current.get(key):
-            continue
-        if key == "seed_everything" and current.get(key) is True:
-            continue  # a random seed is drawn later; the checkpoint's own is then used
-        if key == "trainer.callbacks":
-            old, new = ([cbs] if isinstance(cbs, dict) else list(cbs or []) for cbs in (saved.get(key), current.get(key)))
-            if _callback_names(old) != _callback_names(new):
-                differences[key] = f"checkpoint {_callback_names(old)}, config {_callback_names(new)}"
-                continue
-            for i, (a, b) in enumerate(zip(old, new)):
-                for arg, diff in config_differences(a.get("init_args") or {}, b.get("init_args") or {}).items():
-                    differences[f"trainer.callbacks[{i}] ({_callback_names([a])[0]}).init_args.{arg}"] = diff
-            continue
-        differences[key] = f"checkpoint {saved.get(key)!r}, config {current.get(key)!r}"
-    return differences
 
 
 class ContinualCLI(LightningCLI):
@@ -346,7 +303,7 @@ class ContinualCLI(LightningCLI):
         run_dir = Path(ckpt_path).resolve().parent.parent
         if subcommand == "fit" and checkpoint.get(RUN_CONFIG_KEY) is not None:
             current = json.loads(self._parser(subcommand).dump(config, format="json", skip_none=False, skip_validation=True))
-            differences |= config_differences(checkpoint[RUN_CONFIG_KEY], current)
+            differences |= resume_differences(checkpoint[RUN_CONFIG_KEY], current)
         if differences:
             own = run_dir / "config.yaml"
             error(f"ckpt_path={ckpt_path!r} was made with another config "

@@ -11,12 +11,14 @@ et al. 2018; Riemer et al. 2019):
 * Forgetting = mean_{j<T-1} (max_{i<T-1} R[i][j] - R[T-1][j]).
 * Learning accuracy = mean_{j<T} R[j][j].
 
-BWT, FWT and forgetting need two tasks; with one they are None.
+BWT, FWT and forgetting need two tasks; with one they are None. :data:`CL_METRICS` names them
+once for the record, TensorBoard, the log and the report.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from statistics import fmean
 
 Matrix = Sequence[Sequence[float]]
@@ -51,12 +53,26 @@ def learning_accuracy(R: Matrix) -> float | None:
     return fmean(R[j][j] for j in range(T)) if T else None
 
 
+@dataclass(frozen=True)
+class CLMetric:
+    """One metric: its key (in ``results.json`` and ``summary.json``, TensorBoard's ``cl/<key>``
+    and ``hparams/<key>``), its label (the report's tables, the log), what it means in words
+    (the report's legend) and how it is computed from ``R`` and the random-init accuracies."""
+
+    key: str
+    label: str
+    meaning: str
+    compute: Callable[[Matrix, Sequence[float] | None], float | None]
+
+
+ACC = CLMetric("acc", "ACC", "mean final accuracy over the tasks", lambda R, b: average_accuracy(R))
+BWT = CLMetric("bwt", "BWT", "final minus just-learnt accuracy (negative: forgetting)", lambda R, b: backward_transfer(R))
+FWT = CLMetric("fwt", "FWT", "accuracy on a task before training it minus a random network's", forward_transfer)
+FORGETTING = CLMetric("forgetting", "forgetting", "drop from the best earlier accuracy", lambda R, b: forgetting(R))
+LEARNING_ACC = CLMetric("learning_acc", "learning acc", "mean just-learnt accuracy", lambda R, b: learning_accuracy(R))
+CL_METRICS = (ACC, BWT, FWT, FORGETTING, LEARNING_ACC)  # in this order in results.json, summary.json and the report
+
+
 def cl_metrics(R: Matrix, random_init: Sequence[float] | None) -> dict[str, float | None]:
-    """All five, keyed as in ``results.json`` (``acc``, ``bwt``, ``fwt``, ``forgetting``, ``learning_acc``)."""
-    return {
-        "acc": average_accuracy(R),
-        "bwt": backward_transfer(R),
-        "fwt": forward_transfer(R, random_init),
-        "forgetting": forgetting(R),
-        "learning_acc": learning_accuracy(R),
-    }
+    """Every metric of :data:`CL_METRICS`, by key."""
+    return {m.key: m.compute(R, random_init) for m in CL_METRICS}

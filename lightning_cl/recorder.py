@@ -15,10 +15,11 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_cl.report.comparison import flat_settings
 from lightning_cl.evaluation import TaskEvaluation, evaluate_tasks
 from lightning_cl.methods.method import method_name
+from lightning_cl.metrics import ACC
 from lightning_cl.results import RESULTS_FILE, RunResults
+from lightning_cl.settings import grouping_settings
 
 
 class RunRecorder:
@@ -67,19 +68,19 @@ class RunRecorder:
         rank_zero_info(
             f"task {task + 1}/{datamodule.num_tasks} {datamodule.task_names()[task]} ({length}): "
             f"seen-task test acc {evaluation.seen_accuracy:.4f}, loss {evaluation.seen_loss:.3f}, "
-            f"ACC {record.metrics()['acc']:.4f}, sparsity {evaluation.sparsity['overall']:.3f}"
+            f"{ACC.label} {record.metrics()[ACC.key]:.4f}, sparsity {evaluation.sparsity['overall']:.3f}"
         )
         self.write(record, trainer)
         if record.complete:
             self._log_hparams(trainer, record)
 
     def _log_hparams(self, trainer: Trainer, record: RunResults) -> None:
-        """The run's settings and final metrics in TensorBoard's HParams view, so that
+        """The run's grouping settings and final metrics in TensorBoard's HParams view, so that
         ``tensorboard --logdir ROOT`` compares every run of a study."""
         params = {"benchmark": record.benchmark, "scenario": record.scenario, "method": record.method,
                   "seed": record.seed if record.seed is not None else -1}
         params |= {k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                   for k, v in flat_settings(record.config).items()}
+                   for k, v in grouping_settings(record.config).items()}
         metrics = {f"hparams/{k}": v for k, v in record.metrics().items() if v is not None}
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):

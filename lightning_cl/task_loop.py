@@ -23,6 +23,7 @@ from typing_extensions import override
 from lightning_cl.data.task_data import TaskDataModule
 from lightning_cl.methods.contract import MODULE, missing
 from lightning_cl.recorder import RunRecorder
+from lightning_cl.results import RunResults
 from lightning_cl.task_callback import TaskCallback
 
 DEFAULT_EPOCHS_PER_TASK = 5
@@ -143,6 +144,10 @@ class TaskLoop(TaskCallback):
         self._task_start_step = state_dict.get("task_start_step", 0)
         self.recorder.load_state_dict(state_dict)
 
+    def run_results(self, trainer: Trainer) -> RunResults:
+        """The run's record as measured so far: complete once every task is trained."""
+        return self.recorder.record(trainer, complete=len(self.recorder.evaluations) == trainer.datamodule.num_tasks)
+
     def describe_exception(self, trainer: Trainer, exception: BaseException) -> str:
         """Why the run stopped, for ``results.json``'s ``error``; a SIGTERM says how to resume."""
         if not isinstance(exception, SIGTERMException):
@@ -174,6 +179,12 @@ class TaskLoop(TaskCallback):
 def task_loop_of(trainer: Trainer) -> TaskLoop | None:
     """The trainer's task loop (None without one)."""
     return next((cb for cb in trainer.callbacks if isinstance(cb, TaskLoop)), None)
+
+
+def run_results(trainer: Trainer) -> RunResults | None:
+    """The record of the trainer's run so far (None without a task loop): what callbacks read."""
+    loop = task_loop_of(trainer)
+    return loop.run_results(trainer) if loop is not None else None
 
 
 def check_task_interfaces(trainer: Trainer, pl_module: LightningModule) -> None:

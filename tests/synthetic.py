@@ -41,3 +41,12 @@ class SyntheticTasks(TaskDataModule):
         x, y = self._data[split]
         keep = torch.isin(y, torch.tensor(self.tasks[task]))
         return x[keep], y[keep]
+
+
+class SyntheticOnDisk(SyntheticTasks):
+    """:class:`SyntheticTasks` with the placement settings of a benchmark read from disk
+    (``data_dir``, ``download``), which it ignores: for tests of what may differ on resume."""
+
+    def __init__(self, data_dir: str = "data", download: bool = True, **kwargs) -> None:
+        self.data_dir, self.download = data_dir, download
+        super().__init__(**kwargs)

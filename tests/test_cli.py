@@ -248,6 +248,27 @@ def test_a_diverging_run_stops_with_a_clear_message_and_keeps_its_results(mnist_
     assert results["tasks_done"] == 0 and results["final_seen_accuracy"] is None
 
 
+SYNTHETIC = ["fit", "--data", "synthetic.SyntheticOnDisk", "--data.tasks", "[[0, 1], [2, 3]]",
+             "--task_loop.epochs_per_task", "1", "--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar",
+             "false", "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.init_args.save_top_k", "-1",
+             "--trainer.callbacks.init_args.filename", "{epoch}", "--trainer.callbacks.init_args.save_on_train_epoch_end",
+             "true"]  # a checkpoint after each task
+
+
+def test_a_run_resumes_in_another_place_but_not_with_another_setting(tmp_path, capsys):
+    run_cli([*SYNTHETIC, "--trainer.default_root_dir", str(tmp_path / "first")])
+    first = tmp_path / "first/lightning_logs/version_0"
+    elsewhere = ["--trainer.default_root_dir", str(tmp_path / "again"), "--ckpt_path", str(first / "checkpoints/epoch=0.ckpt"),
+                 "--data.data_dir", str(tmp_path / "data"), "--data.download", "false", "--trainer.log_every_n_steps", "1"]
+    with pytest.raises(SystemExit):
+        run_cli([*SYNTHETIC, *elsewhere, "--model.lr", "0.01"])
+    assert "was made with another config (model.lr: checkpoint 0.001, config 0.01)" in capsys.readouterr().err
+    run_cli([*SYNTHETIC, *elsewhere])  # placement may differ on resume
+    resumed = json.loads((tmp_path / "again/lightning_logs/version_0/results.json").read_text())
+    assert resumed["complete"] and resumed["config"]["data"]["init_args"]["data_dir"] == str(tmp_path / "data")
+    assert resumed["accuracy_matrix"] == json.loads((first / "results.json").read_text())["accuracy_matrix"]
+
+
 class WritesAFileWhenUnpickled:
     def __init__(self, marker):
         self.marker = marker

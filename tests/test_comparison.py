@@ -6,9 +6,10 @@ import statistics
 
 import pytest
 
-from lightning_cl.report.comparison import acc_curve, flat_settings, group_runs, load_runs
+from lightning_cl.report.comparison import acc_curve, group_runs, load_runs
 from lightning_cl.report import main
 from lightning_cl.results import RunResults
+from lightning_cl.settings import grouping_settings
 
 
 def _config(lr=1e-3, callbacks=None, seed=0, root="x"):
@@ -52,10 +53,28 @@ def test_runs_are_grouped_by_recorded_benchmark_scenario_method_and_differing_se
     assert groups[3].stats("bwt")["std"] is None  # one seed: no spread
 
 
+def test_runs_on_more_devices_are_a_group_of_their_own_but_a_gpu_run_is_not(tmp_path):
+    def config(seed, **trainer):
+        config = _config(seed=seed, root=str(tmp_path / f"root{seed}"))
+        config["trainer"] |= trainer
+        return config
+
+    _write(tmp_path, "cpu", [[1.0, 0.0], [0.6, 1.0]], seed=0, config=config(0, accelerator="cpu", devices=1,
+                                                                           strategy="auto"))
+    _write(tmp_path, "gpu", [[1.0, 0.0], [0.8, 1.0]], seed=1, config=config(1, accelerator="gpu", devices=1,
+                                                                           strategy="auto"))
+    _write(tmp_path, "ddp", [[1.0, 0.0], [0.7, 1.0]], seed=0, config=config(0, accelerator="cpu", devices=2,
+                                                                           strategy="ddp"))
+    groups = group_runs(load_runs([tmp_path])[0])
+    assert [(g.label(), sorted(r.path.name for r in g.runs)) for g in groups] == [
+        ("none (trainer.devices=1, trainer.strategy=auto)", ["cpu", "gpu"]),
+        ("none (trainer.devices=2, trainer.strategy=ddp)", ["ddp"])]
+
+
 def test_settings_ignore_paths_seeds_and_observers_but_name_method_settings():
     callbacks = [{"class_path": "lightning_cl.methods.ewc.EWC", "init_args": {"lam": 1e5}},
                  {"class_path": "lightning_cl.diagnostics.ForgettingCurve", "init_args": {"every_n_batches": 2}}]
-    flat = flat_settings(_config(callbacks=callbacks, seed=4, root="/somewhere"))
+    flat = grouping_settings(_config(callbacks=callbacks, seed=4, root="/somewhere"))
     assert flat["callbacks.EWC.lam"] == 1e5 and flat["model.lr"] == 1e-3
     assert not any(k.startswith("callbacks.ForgettingCurve") for k in flat)
     assert "seed_everything" not in flat and "trainer.default_root_dir" not in flat
@@ -80,6 +99,11 @@ def test_report_writes_tables_summary_and_a_picture_per_benchmark_and_scenario(t
 
     report = (out / "report.md").read_text()
     assert "### split_mnist, class-incremental" in report and "### permuted_mnist, domain-incremental" in report
+    assert ("Mean ± std over seeds (n). ACC: mean final accuracy over the tasks; BWT: final minus just-learnt accuracy "
+            "(negative: forgetting); FWT: accuracy on a task before training it minus a random network's; forgetting: "
+            "drop from the best earlier accuracy; learning acc: mean just-learnt accuracy.\n") in report
+    assert ("| method | n | ACC | BWT | FWT | forgetting | learning acc |\n"
+            "| --- | --- | --- | --- | --- | --- | --- |\n") in report
     assert "| none | 2 | 0.8500 ± 0.0707 |" in report  # ACC (0.6+1)/2 and (0.8+1)/2
     assert "| joint | 1 | 0.9000 |" in report
     summary = json.loads((out / "summary.json").read_text())

@@ -3,7 +3,7 @@
 import pytest
 
 from lightning_cl.metrics import (
-    average_accuracy, backward_transfer, cl_metrics, forgetting, forward_transfer, learning_accuracy,
+    CL_METRICS, average_accuracy, backward_transfer, cl_metrics, forgetting, forward_transfer, learning_accuracy,
 )
 
 # R[i][j]: accuracy on task j after training task i (3 tasks).
@@ -48,3 +48,9 @@ def test_metrics_over_the_tasks_trained_so_far():
     one = cl_metrics(R[:1], B)
     assert one["acc"] == 0.9 and one["bwt"] is None and one["fwt"] is None and one["forgetting"] is None
     assert cl_metrics([], B)["acc"] is None
+
+
+def test_each_metric_has_one_key_and_one_label():
+    # The keys of results.json, summary.json and TensorBoard; the labels of the report and the log.
+    assert [m.key for m in CL_METRICS] == list(cl_metrics(R, B)) == ["acc", "bwt", "fwt", "forgetting", "learning_acc"]
+    assert [m.label for m in CL_METRICS] == ["ACC", "BWT", "FWT", "forgetting", "learning acc"]

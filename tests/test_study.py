@@ -5,6 +5,7 @@ executor stands in for SLURM. Runs train on tests/synthetic.py (no MNIST), shrun
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -17,7 +18,8 @@ import pytest
 
 from conftest import REPO
 from lightning_cl.results import RunResults
-from lightning_cl.study.plan import StudyError, load_study, plan
+from lightning_cl.settings import PLACEMENT
+from lightning_cl.study.plan import LEFT_OUT_OF_RUN_IDS, Resolver, StudyError, expand, load_study, plan
 from lightning_cl.study.runner import run_study
 from lightning_cl.study.worker import claimed, complete_results
 
@@ -74,6 +76,34 @@ def test_a_study_expands_to_experiments_times_variants_times_grid_times_seeds(tm
     assert len({s.run_id for s in specs}) == len(specs)  # the seed is part of a run's identity
     again = plan(load_study(path))
     assert [s.run_id for s in again] == [s.run_id for s in specs]  # stable
+
+
+def test_a_run_keeps_its_id_on_a_gpu_and_in_other_places_but_not_on_more_devices(tmp_path):
+    ((name, args, seed),) = expand(load_study(_study(tmp_path, "  - name: a\n    configs: [synthetic.yaml]\n")))
+    resolver = Resolver()
+    plain = resolver.spec(name, args, seed).run_id
+    moved = ["--trainer.accelerator", "gpu", "--trainer.log_every_n_steps", "1", "--trainer.logger", "false"]
+    assert resolver.spec(name, [*args, *moved], seed).run_id == plain  # a finished CPU run is recognised
+    assert resolver.spec(name, [*args, "--trainer.devices", "2"], seed).run_id != plain
+    assert resolver.spec(name, [*args, "--trainer.precision", "bf16-mixed"], seed).run_id != plain
+
+
+def test_run_ids_of_runs_without_placement_settings_are_the_ids_of_before():
+    """Ids were first the hash of the resolved config without LEFT_OUT_OF_RUN_IDS: runs that set
+    no other placement setting (nor the accelerator) keep theirs, and are found done."""
+    assert set(LEFT_OUT_OF_RUN_IDS) <= PLACEMENT
+    resolver = Resolver()
+    for name, args, seed in expand(load_study(REPO / "configs/studies/split_mnist_scenarios.yaml")):
+        config = json.loads(resolver.parser.dump(resolver.parser.parse_args([*args, "--seed_everything", str(seed)]),
+                                                 format="json", skip_none=False))
+        for key in LEFT_OUT_OF_RUN_IDS:
+            *parents, last = key.split(".")
+            node = config
+            for parent in parents:
+                node = node.get(parent, {})
+            node.pop(last, None)
+        first_id = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+        assert resolver.spec(name, args, seed).run_id == first_id, name
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "studies").glob("*.yaml")), ids=lambda p: p.stem)

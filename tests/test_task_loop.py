@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_cl.classifier import ContinualClassifier
 from lightning_cl.task_callback import TaskCallback
-from lightning_cl.task_loop import TaskLoop
+from lightning_cl.task_loop import TaskLoop, run_results
 from synthetic import SyntheticTasks
 
 TASKS = [[1, 2], [3, 4], [5, 6]]
@@ -86,6 +86,14 @@ def test_results_json_has_one_row_per_task(recorded):
     assert results["acc"] == pytest.approx(sum(matrix[2]) / 3)
     assert results["bwt"] == pytest.approx(((matrix[2][0] - matrix[0][0]) + (matrix[2][1] - matrix[1][1])) / 2)
     assert len(results["random_init_accuracy"]) == 3 and results["fwt"] is not None
+
+
+def test_callbacks_read_the_run_s_record_as_results_json_has_it(recorded):
+    trainer, results, _, _ = recorded
+    record, results = run_results(trainer).to_dict(), dict(results)
+    assert record.pop("wall_time_s") >= results.pop("wall_time_s")  # measured again, later
+    assert record == results
+    assert run_results(Trainer(callbacks=[], logger=False)) is None  # no task loop, no record
 
 
 def test_tensorboard_has_one_continuous_step_axis_and_the_cl_metrics(recorded):

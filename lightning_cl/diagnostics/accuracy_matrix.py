@@ -9,7 +9,7 @@ from typing_extensions import override
 
 from lightning_cl.diagnostics.diagnostic import Diagnostic
 from lightning_cl.plots import accuracy_matrix_figure
-from lightning_cl.task_loop import task_loop_of
+from lightning_cl.task_loop import run_results
 
 
 class AccuracyMatrix(Diagnostic):
@@ -20,11 +20,8 @@ class AccuracyMatrix(Diagnostic):
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        loop = task_loop_of(trainer)
-        if loop is None or not trainer.is_global_zero:
-            return
-        record = loop.recorder.record(trainer, complete=True)
-        if not record.accuracy_matrix:
+        record = run_results(trainer) if trainer.is_global_zero else None
+        if record is None or not record.accuracy_matrix:
             return
         self.matrix = np.array(record.accuracy_matrix, dtype=float)
         title = f"Accuracy matrix, {record.benchmark} {record.scenario}-IL, {record.method} (seed {record.seed})"

@@ -1,7 +1,8 @@
 """Compare any set of runs: group them by what their ``results.json`` records (benchmark,
-scenario, method, and every setting that differs between runs of the same method), and
-summarise each group over its seeds (mean ± std of ACC, BWT, FWT, forgetting, learning
-accuracy). Directory and config-file names play no part.
+scenario, method, and every grouping setting that differs between runs of the same method:
+:func:`lightning_cl.settings.grouping_settings`), and summarise each group over its seeds
+(mean ± std of each metric of :data:`lightning_cl.metrics.CL_METRICS`). Directory and
+config-file names play no part.
 """
 
 from __future__ import annotations
@@ -14,20 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning_cl.metrics import CL_METRICS
 from lightning_cl.results import RESULTS_FILE, ResultsError, RunResults
+from lightning_cl.settings import grouping_settings
 
 SUMMARY_FORMAT_VERSION = 1
-METRICS = ("acc", "bwt", "fwt", "forgetting", "learning_acc")
-
-# Config keys that do not change what a run computes, so never tell groups apart.
-NOT_SETTINGS = {
-    "seed_everything", "ckpt_path", "weights_only", "trainer.default_root_dir", "trainer.enable_progress_bar",
-    "trainer.enable_model_summary", "trainer.logger", "trainer.log_every_n_steps", "trainer.enable_checkpointing",
-    "trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.num_nodes",
-    "data.data_dir", "data.download", "data.init_args.data_dir", "data.init_args.download",
-}
-# Callbacks that only observe (pictures, progress, checkpoints).
-OBSERVERS = ("lightning_cl.diagnostics", "lightning.pytorch.callbacks")
 
 
 @dataclass
@@ -90,29 +82,6 @@ def load_runs(dirs: Sequence[str | Path]) -> tuple[list[LoadedRun], list[str]]:
     return runs, problems
 
 
-def flat_settings(config: dict | None) -> dict[str, Any]:
-    """A run's resolved config as ``{"model.lr": 0.001, "callbacks.EWC.lam": 1e5, ...}``, without
-    what does not change the computation (paths, seed, progress bars, observing callbacks)."""
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict) and value:
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        else:
-            flat[prefix] = value
-
-    config = dict(config or {})
-    callbacks = (config.get("trainer") or {}).get("callbacks") or []
-    for cb in callbacks if isinstance(callbacks, list) else [callbacks]:
-        if isinstance(cb, dict) and not str(cb.get("class_path", "")).startswith(OBSERVERS):
-            name = str(cb.get("class_path", "")).rsplit(".", 1)[-1]
-            walk(f"callbacks.{name}", cb.get("init_args") or {"on": True})
-    walk("", {k: v for k, v in config.items() if k != "trainer"})
-    walk("trainer", {k: v for k, v in (config.get("trainer") or {}).items() if k != "callbacks"})
-    return {k: v for k, v in flat.items() if k not in NOT_SETTINGS}
-
-
 def group_runs(runs: Sequence[LoadedRun]) -> list[Group]:
     """Complete runs grouped by (benchmark, scenario, method, differing settings); within a group
     one run per seed, the newest."""
@@ -123,7 +92,7 @@ def group_runs(runs: Sequence[LoadedRun]) -> list[Group]:
         by_method.setdefault((rec.benchmark, rec.scenario, rec.method), []).append(run)
     groups: list[Group] = []
     for (benchmark, scenario, method), members in sorted(by_method.items()):
-        settings = [flat_settings(r.record.config) for r in members]
+        settings = [grouping_settings(r.record.config) for r in members]
         keys = sorted({k for s in settings for k in s})
         differing = [k for k in keys if len({json.dumps(s.get(k), sort_keys=True) for s in settings}) > 1]
         by_setting: dict[str, Group] = {}
@@ -144,7 +113,7 @@ def summary(groups: Sequence[Group]) -> dict[str, Any]:
             {
                 "benchmark": g.benchmark, "scenario": g.scenario, "method": g.method, "settings": g.settings,
                 "n_seeds": len(g.runs), "seeds": [r.record.seed for r in g.runs],
-                **{m: g.stats(m) for m in METRICS},
+                **{m.key: g.stats(m.key) for m in CL_METRICS},
                 "runs": [str(r.path) for r in g.runs],
             }
             for g in groups

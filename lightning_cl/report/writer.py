@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lightning_cl.metrics import CL_METRICS
 from lightning_cl.report.comparison import Group, LoadedRun, acc_curve, group_runs, load_runs, summary
 from lightning_cl.report.notebook import copy_pictures, notebook_runs, render_notebook
 from lightning_cl.plots import acc_curve_figure, save_figure
@@ -41,19 +42,16 @@ def _cell(stats: dict) -> str:
 
 def comparison_tables(groups: Sequence[Group], pictures: dict[tuple[str, str], str]) -> list[str]:
     """One table per benchmark x scenario, methods as rows."""
-    lines = ["## Methods compared", "",
-             "Mean ± std over seeds (n). ACC: mean final accuracy over the tasks; BWT: final minus just-learnt "
-             "accuracy (negative: forgetting); FWT: accuracy on a task before training it minus a random "
-             "network's; forgetting: drop from the best earlier accuracy; learning acc: mean just-learnt accuracy.",
-             ""]
+    legend = "; ".join(f"{m.label}: {m.meaning}" for m in CL_METRICS)
+    lines = ["## Methods compared", "", f"Mean ± std over seeds (n). {legend}.", ""]
     if not groups:
         return lines + ["No complete runs.", ""]
     for key in dict.fromkeys((g.benchmark, g.scenario) for g in groups):
         lines += [f"### {key[0]}, {key[1]}-incremental", "",
-                  "| method | n | ACC | BWT | FWT | forgetting | learning acc |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+                  "| " + " | ".join(["method", "n", *(m.label for m in CL_METRICS)]) + " |",
+                  "|" + " --- |" * (2 + len(CL_METRICS))]
         for g in (g for g in groups if (g.benchmark, g.scenario) == key):
-            cells = [_cell(g.stats(m)) for m in ("acc", "bwt", "fwt", "forgetting", "learning_acc")]
+            cells = [_cell(g.stats(m.key)) for m in CL_METRICS]
             lines.append(f"| {g.label()} | {len(g.runs)} | " + " | ".join(cells) + " |")
         lines.append("")
         if key in pictures:

@@ -17,8 +17,9 @@ experiment x variant x grid point runs once per seed::
     executor: {jobs: 2}        # optional defaults for the command line's executor options
 
 Config paths are relative to the study file's folder, else to the repository's ``configs/``.
-A run is identified by a hash of its resolved config and seed (:func:`run_id`), so a run
-that finished is recognised whatever study, name or order produced it.
+A run is identified by a hash of its resolved config and seed (:func:`run_id`), where it
+writes its files and the accelerator aside, so a run that finished is recognised whatever
+study, name, order or accelerator produced it.
 """
 
 from __future__ import annotations
@@ -35,15 +36,17 @@ from typing import Any
 
 import yaml
 
+from lightning_cl.settings import changes_results, flatten
 from lightning_cl.study import CONFIG_DIR
 
 STUDY_KEYS = {"description", "seeds", "experiments", "executor"}
 EXPERIMENT_KEYS = {"name", "configs", "overrides", "variants", "grid"}
 VARIANT_KEYS = {"configs", "overrides"}
 EXECUTOR_KEYS = {"executor", "jobs", "threads", "partition", "time", "gpus_per_job", "chunk_size", "jobs_per_gpu"}
-# Settings that do not change what a run computes: left out of its identity.
-NOT_IDENTITY = ("ckpt_path", "trainer.default_root_dir", "trainer.enable_progress_bar", "data.init_args.data_dir",
-                "data.init_args.download")
+# Placement settings (lightning_cl.settings) that the first run ids left out; the others, and the
+# accelerator, are hashed at their defaults, so that the ids of runs made before stay the same.
+LEFT_OUT_OF_RUN_IDS = ("ckpt_path", "trainer.default_root_dir", "trainer.enable_progress_bar", "data.init_args.data_dir",
+                       "data.init_args.download")
 
 
 class StudyError(ValueError):
@@ -173,6 +176,10 @@ class Resolver:
                 pass
 
         self.parser = ParseOnly(**cli_kwargs(), args=[], run=False).parser
+        self.defaults = flatten(self._dump(self.parser.get_defaults()))
+
+    def _dump(self, config) -> dict[str, Any]:
+        return json.loads(self.parser.dump(config, format="json", skip_none=False))
 
     def spec(self, name: str, args: list[str], seed: int) -> RunSpec:
         full = [*args, "--seed_everything", str(seed)]
@@ -184,20 +191,31 @@ class Resolver:
             message = err.getvalue().strip().splitlines()
             raise StudyError(f"run {name} (seed {seed}): {' '.join(full)}\n  " + "\n  ".join(
                 line for line in message if not line.lstrip().startswith("[") and "usage:" not in line)) from None
-        resolved = json.loads(self.parser.dump(config, format="json", skip_none=False))
-        return RunSpec(name, tuple(full), seed, run_id(resolved))
+        return RunSpec(name, tuple(full), seed, run_id(self._dump(config), self.defaults))
 
 
-def run_id(resolved: dict[str, Any]) -> str:
-    """A short hash of what decides a run's results: its resolved config (the seed included)."""
+def run_id(resolved: dict[str, Any], defaults: dict[str, Any]) -> str:
+    """A short hash of what decides a run's results: its resolved config (the seed included),
+    with placement settings and the accelerator (:mod:`lightning_cl.settings`) put at their
+    defaults (or, for :data:`LEFT_OUT_OF_RUN_IDS`, left out), so that a run moved to a GPU or
+    to another data directory keeps its id.
+
+    Args:
+        resolved: the run's resolved config.
+        defaults: the flattened resolved config of a run given no settings.
+    """
     config = json.loads(json.dumps(resolved))
-    for key in NOT_IDENTITY:
+    for key in flatten(config):
+        if changes_results(key):
+            continue
         *parents, last = key.split(".")
         node = config
-        for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(last, None)
+        for parent in parents:
+            node = node[parent]
+        if key in LEFT_OUT_OF_RUN_IDS or key not in defaults:
+            del node[last]
+        else:
+            node[last] = defaults[key]
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 

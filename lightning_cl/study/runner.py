@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lightning_cl.metrics import ACC
 from lightning_cl.study.plan import RunSpec, StudyError, load_study, plan
 from lightning_cl.study.worker import Outcome, complete_results, last_checkpoint
 
@@ -83,7 +84,7 @@ def run_study(study_file: str | Path, root: str | Path, seeds: list[int] | None 
         def on_done(outcome: Outcome) -> None:
             outcomes.append(outcome)
             spec = outcome.spec
-            detail = (f"ACC {outcome.acc:.4f}, {outcome.wall_time_s:.0f} s" if outcome.status != "failed" and
+            detail = (f"{ACC.label} {outcome.acc:.4f}, {outcome.wall_time_s:.0f} s" if outcome.status != "failed" and
                       outcome.acc is not None else outcome.error)
             bar.write(f"{outcome.status:7s} {spec.name} seed {spec.seed}: {detail}")
             bar.update()

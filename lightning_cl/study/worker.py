@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from lightning_cl.metrics import ACC
 from lightning_cl.results import RESULTS_FILE, ResultsError, RunResults
 from lightning_cl.study.plan import RunSpec
 
@@ -162,7 +163,7 @@ def run_spec(spec: RunSpec, root: str | Path) -> Outcome:
 
 def _finished(spec: RunSpec, directory: Path, status: str, results: Path) -> Outcome:
     record = RunResults.read(results)
-    return Outcome(spec, str(directory), status, results=str(results), acc=record.metrics()["acc"],
+    return Outcome(spec, str(directory), status, results=str(results), acc=record.metrics()[ACC.key],
                    wall_time_s=record.wall_time_s)
 
 
