@@ -132,8 +132,9 @@ class ContinualCLI(LightningCLI):
                 continue  # jsonargparse names a missing file
             try:
                 with open(path) as file:
+                    yaml.safe_load(file)  # from the file: a YAML error then names it, its line and column
+                    file.seek(0)
                     text = file.read()
-                yaml.safe_load(text)  # a YAML error then names the file, line and column
             except yaml.YAMLError as err:
                 parser.error(f"-c {path} is not valid YAML: {err}")
             ContinualCLI._check_class_paths_moved(parser, text, f"-c {path}")
