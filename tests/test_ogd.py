@@ -195,7 +195,7 @@ def test_checkpoint_carries_the_basis_and_resuming_gives_the_uninterrupted_run(m
     assert set(trainer.logged_metrics) >= {"ogd/basis_size", "ogd/removed_frac"}
 
     ckpt_path = Path(checkpoints.dirpath) / "epoch=0-step=5.ckpt"  # end of task 1
-    state = torch.load(ckpt_path, weights_only=False)["callbacks"]["OrthogonalGradientDescent"]
+    state = torch.load(ckpt_path, weights_only=False)["callbacks"][straight.state_key]
     assert state["factors"]["dense"].shape == (8, 2 * (120 + 84)) and state["vectors_per_task"] == [8]  # BatchNorm's
 
     trainer2, resumed, results2 = fit(mnist_dir, tmp_path / "resumed", ckpt_path=ckpt_path)
