@@ -73,12 +73,19 @@ class RunResults:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "results") -> RunResults:
-        """The record of a parsed ``results.json`` (format 1 or 2); derived keys are recomputed."""
+        """The record of a parsed ``results.json`` (format 1 or 2, not newer); derived keys are recomputed."""
         if not isinstance(data, dict):
             raise ResultsError(f"{source}: not a JSON object")
         missing = [k for k in REQUIRED_KEYS if k not in data]
         if missing:
             raise ResultsError(f"{source}: missing key(s) {', '.join(missing)}")
+        version = data.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ResultsError(f"{source}: format_version {version!r} is not a format version "
+                               f"(this lightning-cl reads 1 to {FORMAT_VERSION})")
+        if version > FORMAT_VERSION:
+            raise ResultsError(f"{source}: format_version {version} was written by a newer lightning-cl "
+                               f"(this one reads format_version {FORMAT_VERSION} and older); upgrade to read it")
         known = {f.name for f in fields(cls)}
         record = cls(**{k: v for k, v in data.items() if k in known})
         if not record.task_names:

@@ -1,9 +1,13 @@
-"""``results.json`` is written atomically, with the mode of any other new file."""
+"""``results.json`` is written atomically, with the mode of any other new file; a file of a newer
+format version than this lightning-cl reads is named and left out of the report."""
 
 import json
 import os
 
-from lightning_cl.results import write_json_atomic
+import pytest
+
+from lightning_cl.report import main
+from lightning_cl.results import FORMAT_VERSION, RunResults, write_json_atomic
 
 
 def test_results_get_the_mode_of_a_new_file_under_the_umask(tmp_path):
@@ -17,3 +21,29 @@ def test_results_get_the_mode_of_a_new_file_under_the_umask(tmp_path):
     assert (tmp_path / "results.json").stat().st_mode & 0o777 == (tmp_path / "other").stat().st_mode & 0o777
     assert json.loads((tmp_path / "results.json").read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def _results(run, **extra):
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({"complete": True, "tasks": [[0, 1], [2, 3]],
+                                                  "accuracy_matrix": [[1.0, 0.0], [0.6, 1.0]],
+                                                  "seen_accuracy": [1.0, 0.8], **extra}))
+
+
+def test_a_newer_or_odd_format_version_is_named_and_skipped_and_formats_1_and_2_are_read(tmp_path, capsys):
+    logs = tmp_path / "logs"
+    _results(logs / "v1", format_version=1, config={"data": {"tasks": [[0, 1], [2, 3]]}})  # format 1's config
+    _results(logs / "v2", format_version=2, method="ewc", benchmark="permuted_mnist", scenario="domain")
+    _results(logs / "v3", format_version=FORMAT_VERSION + 1, method="newer")
+    _results(logs / "text", format_version="2")
+    assert RunResults.read(logs / "v1" / "results.json").format_version == 1
+    main([str(logs), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert (f"warning: skipped {logs / 'v3' / 'results.json'}: format_version {FORMAT_VERSION + 1} was written by "
+            f"a newer lightning-cl (this one reads format_version {FORMAT_VERSION} and older); upgrade to read it"
+            in err)
+    assert f"warning: skipped {logs / 'text' / 'results.json'}: format_version '2' is not a format version" in err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert sorted((g["benchmark"], g["method"]) for g in summary["groups"]) == [("permuted_mnist", "ewc"),
+                                                                               ("split_mnist", "none")]
+    assert all(g["acc"]["mean"] == pytest.approx(0.8) for g in summary["groups"])

@@ -18,9 +18,14 @@ import pytest
 
 from conftest import REPO
 from lightning_cl.results import RunResults
+<<<<<<< HEAD
 from lightning_cl.settings import PLACEMENT
 from lightning_cl.study.plan import LEFT_OUT_OF_RUN_IDS, Resolver, StudyError, expand, load_study, plan
 from lightning_cl.study.runner import run_study
+=======
+from lightning_cl.study.plan import StudyError, load_study, plan
+from lightning_cl.study.runner import main, run_study
+>>>>>>> reliability
 from lightning_cl.study.worker import claimed, complete_results
 
 TESTS = REPO / "tests"
@@ -132,6 +137,17 @@ def test_the_command_line_names_the_problem_and_exits_2(tmp_path):
     out = subprocess.run([sys.executable, "-m", "lightning_cl.study", str(path), "--root", str(tmp_path / "r")],
                          env=ENV, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1 and "unknown key(s) colour" in out.stderr and not (tmp_path / "r").exists()
+
+
+def test_the_slurm_executor_without_slurm_is_refused_before_any_run(tmp_path, monkeypatch):
+    # submitit's AutoExecutor would fall back to running the jobs here, silently.
+    monkeypatch.setenv("PATH", str(tmp_path / "no_bin"))  # no sbatch, even on a SLURM machine
+    path = _study(tmp_path, TWO)
+    with pytest.raises(SystemExit) as exit_:
+        main([str(path), "--executor", "slurm", "--root", str(tmp_path / "r")])
+    assert exit_.value.code == ("error: --executor slurm: no SLURM on this machine (sbatch not found); "
+                                "run locally with --executor local (the default).")  # printed, then exit status 1
+    assert not (tmp_path / "r").exists()
 
 
 # ----------------------------------------------------------------- warm workers

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -76,10 +77,16 @@ class SlurmExecutor:
     """One SLURM job per ``chunk_size`` runs, submitted with submitit; each job is a warm worker.
 
     ``cluster="local"`` runs the jobs as local processes (submitit's local executor), for tests.
+    Without it, a machine with no ``sbatch`` is refused: submitit would run the jobs locally instead.
     """
 
     def __init__(self, partition: str | None = None, time: int = 60, gpus_per_job: int = 0, chunk_size: int = 4,
                  threads: int | None = None, cluster: str | None = None) -> None:
+        if cluster in (None, "slurm"):
+            if shutil.which("sbatch") is None:
+                raise ValueError("--executor slurm: no SLURM on this machine (sbatch not found); "
+                                 "run locally with --executor local (the default).")
+            cluster = "slurm"  # never submitit's silent fallback to its local executor
         try:
             import submitit  # noqa: F401
         except ImportError:
