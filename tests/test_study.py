@@ -18,14 +18,9 @@ import pytest
 
 from conftest import REPO
 from lightning_cl.results import RunResults
-<<<<<<< HEAD
 from lightning_cl.settings import PLACEMENT
 from lightning_cl.study.plan import LEFT_OUT_OF_RUN_IDS, Resolver, StudyError, expand, load_study, plan
-from lightning_cl.study.runner import run_study
-=======
-from lightning_cl.study.plan import StudyError, load_study, plan
 from lightning_cl.study.runner import main, run_study
->>>>>>> reliability
 from lightning_cl.study.worker import claimed, complete_results
 
 TESTS = REPO / "tests"
