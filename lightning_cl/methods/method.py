@@ -71,9 +71,6 @@ class Method(TaskCallback):
         """The value of a declared ``attribute`` rebuilt from its checkpointed ``value`` (default: as saved)."""
         return value
 
-    def state_changed(self) -> None:
-        """Called after the declared state was restored from a checkpoint."""
-
     # ----------------------------------------------------------------- the contract
     @property
     def settings(self) -> dict[str, Any]:
@@ -123,9 +120,7 @@ class Method(TaskCallback):
             if restored is not None:
                 current = self._load(attribute, current, restored[attribute], pl_module)
             setattr(self, attribute, _moved(current, pl_module.device))
-        if restored is not None:
-            self._restored = None
-            self.state_changed()
+        self._restored = None
 
     def _load(self, attribute: str, current: Any, value: Any, pl_module: LightningModule) -> Any:
         if isinstance(current, torch.Generator):
