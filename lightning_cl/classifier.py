@@ -72,7 +72,7 @@ def build_network(network: Callable[[int, int], nn.Module], input_size: int, num
 
 class ContinualClassifier(LightningModule):
     """A network trained with cross-entropy + ``lambda_l1 * (mean|h1| + mean|h2| + ...)``; by
-    default the MLP of SPEC.md.
+    default the notebook's MLP (``hidden``, ``norm``, ``dropout``).
 
     Args:
         norm: ``"none"``, ``"batch"`` or ``"layer"`` (see ``MLP``).
