@@ -60,7 +60,8 @@ def build_network(network: Callable[[int, int], nn.Module], input_size: int, num
     for name, value in mlp_settings.items():
         if value != MLP_SETTINGS[name]:
             raise ValueError(f"model.{name}={value!r} applies to the built-in MLP, not to model.network; leave "
-                             f"model.{name} out and configure the network by its own init_args.")
+                             f"model.{name} out (or, after a -c file that sets it, give its default: "
+                             f"--model.{name} '{MLP_SETTINGS[name]}') and configure the network by its own init_args.")
     try:
         built = network(input_size, num_outputs)
     except ValueError as err:
