@@ -1,7 +1,8 @@
-"""The LightningModule: the MLP with its loss (cross-entropy + L1 on hidden activations),
+"""The LightningModule: the network with its loss (cross-entropy + L1 on hidden activations),
 training/validation metrics and optimiser.
 
-The network is a plain ``nn.Module`` (``lightning_cl.models.mlp.MLP``); everything that is
+The network is a plain ``nn.Module``: the built-in MLP (``lightning_cl.models.mlp.MLP``) or
+any other that keeps the contract described there (``model.network``); everything that is
 about *training* it lives here.
 
 Optimisation is manual (``zero_grad``, ``manual_backward``, ``step``): Lightning still calls
@@ -20,11 +21,12 @@ use of this module is declared in :mod:`lightning_cl.methods.contract`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 from typing_extensions import override
 
@@ -34,15 +36,40 @@ from lightning_cl.methods.method import methods_of
 from lightning_cl.models.mlp import MLP, Norm
 
 OPTIMIZERS = ("adam", "sgd")
+# The built-in MLP's settings and their defaults: with another network they must stay unset.
+MLP_SETTINGS = {"norm": "none", "dropout": 0.0, "hidden": [120, 84]}
 
 
 def l1_activation_penalty(hidden: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """SPEC.md: ``mean|h1| + mean|h2|``."""
+    """The notebook's L1 penalty: ``mean|h1| + mean|h2|`` (one term per hidden layer)."""
     return sum(h.abs().mean() for h in hidden)
 
 
+def build_network(network: Callable[[int, int], nn.Module], input_size: int, num_outputs: int,
+                  **mlp_settings) -> nn.Module:
+    """``network(input_size, num_outputs)``, refusing MLP settings that it would silently ignore.
+
+    Raises:
+        ValueError: if an MLP setting differs from its default, the network's own settings
+            are refused, or it does not build an ``nn.Module``.
+    """
+    for name, value in mlp_settings.items():
+        if value != MLP_SETTINGS[name]:
+            raise ValueError(f"model.{name}={value!r} applies to the built-in MLP, not to model.network; leave "
+                             f"model.{name} out (or, after a -c file that sets it, give its default: "
+                             f"--model.{name} '{MLP_SETTINGS[name]}') and configure the network by its own init_args.")
+    try:
+        built = network(input_size, num_outputs)
+    except ValueError as err:
+        raise ValueError(f"model.network: {err}") from None
+    if not isinstance(built, nn.Module):
+        raise ValueError(f"model.network built a {type(built).__name__}, not a torch.nn.Module.")
+    return built
+
+
 class ContinualClassifier(LightningModule):
-    """The MLP of SPEC.md trained with cross-entropy + ``lambda_l1 * (mean|h1| + mean|h2|)``.
+    """A network trained with cross-entropy + ``lambda_l1 * (mean|h1| + mean|h2| + ...)``; by
+    default the notebook's MLP (``hidden``, ``norm``, ``dropout``).
 
     Args:
         norm: ``"none"``, ``"batch"`` or ``"layer"`` (see ``MLP``).
@@ -51,14 +78,21 @@ class ContinualClassifier(LightningModule):
         optimizer: ``"adam"`` or ``"sgd"``.
         lr: learning rate.
         momentum: SGD momentum (ignored by Adam).
-        hidden: the widths of the hidden layers (SPEC.md's notebook MLP: ``[120, 84]``; the
+        hidden: the widths of the hidden layers (the notebook's MLP: ``[120, 84]``; the
             published Split-MNIST protocol: ``[400, 400]``).
+        network: another network instead of the MLP (``norm``, ``dropout`` and ``hidden`` then
+            stay unset): called as ``network(input_size, num_outputs)``. In a config, a
+            ``class_path`` (and ``init_args``) of an ``nn.Module`` whose first two arguments
+            are these sizes; it keeps the contract in ``lightning_cl.models.mlp``.
+        input_size: the number of features of one example; the CLI links it to the
+            DataModule's ``input_size``, so it is not set by hand there.
         num_outputs: the size of the output layer; the CLI links it to the DataModule's
             ``num_outputs`` (the scenario decides it), so it is not set by hand there.
 
     Raises:
         ValueError: for an unknown norm or optimiser, dropout outside [0, 1), a negative
-            ``lambda_l1`` or a non-positive ``lr``.
+            ``lambda_l1``, a non-positive ``lr``, an MLP setting together with ``network``,
+            or a ``network`` that does not build an ``nn.Module``.
     """
 
     def __init__(
@@ -70,6 +104,8 @@ class ContinualClassifier(LightningModule):
         lr: float = 1e-3,
         momentum: float = 0.0,
         hidden: list[int] = [120, 84],
+        network: Callable[[int, int], nn.Module] | None = None,
+        input_size: int = 784,
         num_outputs: int = 10,
     ) -> None:
         super().__init__()
@@ -79,11 +115,18 @@ class ContinualClassifier(LightningModule):
             raise ValueError(f"model.optimizer={optimizer!r} is not supported; use one of {', '.join(OPTIMIZERS)}.")
         if lr <= 0:
             raise ValueError(f"model.lr={lr} must be > 0.")
-        self.save_hyperparameters()
-        try:
-            self.network = MLP(norm=norm, dropout=dropout, hidden=tuple(hidden), num_classes=num_outputs)
-        except ValueError as err:
-            raise ValueError(f"model.{err}") from None
+        # A callable is not plain data (a checkpoint must load with weights_only): the network's
+        # settings are in the run's config, which every checkpoint holds (cli.py).
+        self.save_hyperparameters(ignore=["network"])
+        if network is None:
+            try:
+                self.network = MLP(norm=norm, dropout=dropout, in_features=input_size, hidden=tuple(hidden),
+                                   num_classes=num_outputs)
+            except ValueError as err:
+                raise ValueError(f"model.{err}") from None
+        else:
+            self.network = build_network(network, input_size, num_outputs, norm=norm, dropout=dropout,
+                                         hidden=list(hidden))
         # Epoch sums of (loss * n, correct) kept on the device, the count on the host: reading
         # them each step would sync the host, and a torchmetrics update costs ~13% of a step here.
         self.register_buffer("_train_sums", torch.zeros(2), persistent=False)

@@ -5,8 +5,10 @@ option can be overridden, e.g. ``--model.lambda_l1 0.1``, ``--seed_everything 3`
 ``--data.scenario task``, ``--trainer.accelerator gpu``, ``--trainer.default_root_dir DIR``.
 
 The DataModule is any :class:`~lightning_cl.data.TaskDataModule` (``data.class_path``), by
-default :class:`~lightning_cl.data.SplitMNIST`; ``model.num_outputs`` follows from the data's
-scenario and is not set by hand.
+default :class:`~lightning_cl.data.SplitMNIST`; ``model.num_outputs`` (from the data's
+scenario) and ``model.input_size`` (from the benchmark) follow from the data and are not set
+by hand. The network is the built-in MLP unless ``model.network`` names another
+(:class:`~lightning_cl.classifier.ContinualClassifier`).
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ class ContinualCLI(LightningCLI):
         # Configs without data.class_path (the notebook's) mean Split-MNIST.
         parser.set_defaults({"data": lazy_instance(SplitMNIST)})
         parser.link_arguments("data.num_outputs", "model.num_outputs", apply_on="instantiate")
+        parser.link_arguments("data.input_size", "model.input_size", apply_on="instantiate")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         self._check_config_files_are_yaml(parser, sys.argv[1:] if args is None else args)
@@ -289,7 +292,7 @@ class ContinualCLI(LightningCLI):
             error(f"ckpt_path={ckpt_path!r} is corrupt or not a checkpoint (it holds a {type(checkpoint).__name__}).")
         self._checkpoint = checkpoint
         saved = {f"model.{k}": v for k, v in checkpoint.get("hyper_parameters", {}).items()
-                 if not k.startswith("_") and k != "num_outputs"}  # num_outputs follows from the data
+                 if not k.startswith("_") and k not in ("num_outputs", "input_size")}  # these follow from the data
         data_class = str(config.get("data.class_path", "")).rsplit(".", 1)[-1]
         data_state = checkpoint.get(data_class)
         if data_state is None:

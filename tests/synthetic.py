@@ -18,17 +18,18 @@ class SyntheticTasks(TaskDataModule):
 
     benchmark = "synthetic"
     num_classes = 10
+    input_size = 784
 
     def __init__(self, tasks: list[list[int]] = [[0, 1], [2, 3], [4, 5]], separation: float = 8.0, seed: int = 0,
                  **kwargs) -> None:
         self.tasks = [list(t) for t in tasks]
         generator = torch.Generator().manual_seed(seed)
-        means = torch.randn(self.num_classes, 784, generator=generator)
+        means = torch.randn(self.num_classes, self.input_size, generator=generator)
         means = separation * means / means.norm(dim=1, keepdim=True)
         self._data = {}
         for split, n in SIZES.items():
             y = torch.arange(self.num_classes).repeat_interleave(n)
-            self._data[split] = (means[y] + torch.randn(len(y), 784, generator=generator), y)
+            self._data[split] = (means[y] + torch.randn(len(y), self.input_size, generator=generator), y)
         super().__init__(**kwargs)
 
     def task_classes(self) -> list[list[int]]:

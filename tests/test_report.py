@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_cl.report.notebook import experiment_of
+from lightning_cl.report.notebook import deviations_of, experiment_of
 from lightning_cl.report import main
 from lightning_cl.report.notebook_targets import TARGETS, Experiment
 
@@ -46,6 +46,13 @@ def test_experiment_of_reads_method_and_threshold_from_the_callbacks():
     assert exp == Experiment("sequential", norm="batch", lambda_l1=5.0, method="ogd", threshold=0.95)
     assert experiment_of(_config([list(range(10))])) == Experiment("concurrent")
     assert experiment_of(None) is None
+
+
+def test_a_run_with_another_network_departs_from_the_protocol():
+    config = _config(SEQ)
+    assert deviations_of(config, experiment_of(config)) == []
+    config["model"]["network"] = {"class_path": "my_nets.ConvNet", "init_args": {"channels": 8}}
+    assert deviations_of(config, experiment_of(config)) == ["model.network=my_nets.ConvNet"]
 
 
 def test_report_has_every_spec_row_side_by_side_with_ours(tmp_path):

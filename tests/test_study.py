@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO
 from lightning_cl.results import RunResults
 from lightning_cl.settings import PLACEMENT
-from lightning_cl.study.plan import LEFT_OUT_OF_RUN_IDS, Resolver, StudyError, expand, load_study, plan
+from lightning_cl.study.plan import ADDED_SINCE_RUN_IDS, LEFT_OUT_OF_RUN_IDS, Resolver, StudyError, expand, load_study, plan
 from lightning_cl.study.runner import main, run_study
 from lightning_cl.study.worker import claimed, complete_results
 
@@ -96,7 +96,7 @@ def test_run_ids_of_runs_without_placement_settings_are_the_ids_of_before():
     for name, args, seed in expand(load_study(REPO / "configs/studies/split_mnist_scenarios.yaml")):
         config = json.loads(resolver.parser.dump(resolver.parser.parse_args([*args, "--seed_everything", str(seed)]),
                                                  format="json", skip_none=False))
-        for key in LEFT_OUT_OF_RUN_IDS:
+        for key in (*LEFT_OUT_OF_RUN_IDS, *ADDED_SINCE_RUN_IDS):  # the latter did not exist then
             *parents, last = key.split(".")
             node = config
             for parent in parents:

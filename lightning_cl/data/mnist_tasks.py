@@ -51,6 +51,7 @@ class MNISTTasks(TaskDataModule):
     """
 
     num_classes = 10
+    input_size = 784  # 28 x 28 pixels, flattened
 
     def __init__(
         self,

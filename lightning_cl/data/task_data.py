@@ -26,9 +26,10 @@ TaskSet = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x, scenario label, 
 class TaskDataModule(LightningDataModule, ABC):
     """A sequence of tasks, trained one at a time; the task loop moves ``current_task`` on.
 
-    Subclasses set ``benchmark`` (the name recorded in ``results.json``), implement
-    :meth:`task_classes`, :meth:`task_names` and :meth:`task_examples`, and set their own
-    attributes before calling ``super().__init__``.
+    Subclasses set ``benchmark`` (the name recorded in ``results.json``), ``num_classes`` and
+    ``input_size`` (the number of features of one example, the network's input; linked to
+    ``model.input_size``), implement :meth:`task_classes`, :meth:`task_names` and
+    :meth:`task_examples`, and set their own attributes before calling ``super().__init__``.
 
     Args:
         scenario: ``"class"``, ``"task"`` or ``"domain"`` (see ``lightning_cl.data.scenario``).
@@ -37,17 +38,23 @@ class TaskDataModule(LightningDataModule, ABC):
             bound; recorded as method ``joint``).
 
     Raises:
-        ValueError: for an unknown scenario, domain-IL with tasks of different sizes, or a
-            batch size below 1. Raised at construction, so before any training.
+        ValueError: for an unknown scenario, domain-IL with tasks of different sizes, a
+            batch size below 1, or a subclass that does not say its ``input_size``. Raised at
+            construction, so before any training.
     """
 
     benchmark: ClassVar[str]
     num_classes: ClassVar[int]
+    input_size: ClassVar[int]  # a property where it depends on the settings
 
     def __init__(self, scenario: Scenario = "class", batch_size: int = 64, cumulative: bool = False) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size={batch_size} must be at least 1.")
+        # Checked here, not at the first batch: a forgotten size would be a shape error mid-run.
+        if not hasattr(self, "input_size"):
+            raise ValueError(f"{type(self).__name__} does not say its input_size (the number of features "
+                             "of one example, e.g. 784 for MNIST); set it as a class attribute.")
         self.scenario, self.batch_size, self.cumulative = scenario, batch_size, cumulative
         self.labels: TaskLabels = task_labels(scenario, self.task_classes(), self.num_classes)
         self.current_task = 0

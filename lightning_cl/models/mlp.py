@@ -1,9 +1,18 @@
-"""The MLP of SPEC.md: 784 -> 120 -> 84 -> 10 (the published Split-MNIST protocol: 784 -> 400 ->
+"""The notebook's MLP: 784 -> 120 -> 84 -> 10 (the published Split-MNIST protocol: 784 -> 400 ->
 400 -> outputs), with optional BatchNorm/LayerNorm and Dropout.
 
 Variants are configuration (``norm``, ``dropout``), not subclasses. The forward pass returns
 the logits and the hidden activations ``(h1, h2)`` after ReLU (and before Dropout), which the
 L1 penalty, the sparsity measurement and the latent-space pictures all read.
+
+The network contract, which this MLP keeps and another network (``model.network``) must keep:
+
+- built as ``Network(input_size, num_outputs, **its_own_settings)``: the sizes come from the
+  data (``TaskDataModule.input_size`` and ``num_outputs``);
+- ``forward(x)`` with ``x`` of shape ``(batch, input_size)`` returns ``(logits, hidden)``:
+  logits ``(batch, num_outputs)`` and a tuple of hidden activations, each ``(batch, width)``;
+- ``linear_layers()`` returns its ``nn.Linear`` layers, input layer first, head last (what
+  GPM and OGD project).
 """
 
 from __future__ import annotations

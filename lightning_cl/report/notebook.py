@@ -106,6 +106,9 @@ def deviations_of(config: dict | None, experiment: Experiment | None) -> list[st
     for key, notebook in (("scenario", "class"), ("normalize", True), ("cumulative", False)):
         if data.get(key, notebook) != notebook:
             found.append(f"data.{key}={data[key]}")
+    network = model.get("network")
+    if network is not None:  # not the notebook's MLP, whatever its settings
+        found.append(f"model.network={network.get('class_path') if isinstance(network, dict) else network}")
     if list(model.get("hidden", NOTEBOOK_HIDDEN)) != NOTEBOOK_HIDDEN:
         found.append(f"model.hidden={model['hidden']}")
     if model.get("optimizer", "adam") != "adam":

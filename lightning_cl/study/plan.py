@@ -47,6 +47,9 @@ EXECUTOR_KEYS = {"executor", "jobs", "threads", "partition", "time", "gpus_per_j
 # accelerator, are hashed at their defaults, so that the ids of runs made before stay the same.
 LEFT_OUT_OF_RUN_IDS = ("ckpt_path", "trainer.default_root_dir", "trainer.enable_progress_bar", "data.init_args.data_dir",
                        "data.init_args.download")
+# Settings added after run ids were first made, left out while at these values: a run that does
+# not use them keeps the id it had before they existed.
+ADDED_SINCE_RUN_IDS = {"model.network": None}
 
 
 class StudyError(ValueError):
@@ -205,14 +208,15 @@ def run_id(resolved: dict[str, Any], defaults: dict[str, Any]) -> str:
         defaults: the flattened resolved config of a run given no settings.
     """
     config = json.loads(json.dumps(resolved))
-    for key in flatten(config):
-        if changes_results(key):
+    for key, value in flatten(config).items():
+        added_at_default = key in ADDED_SINCE_RUN_IDS and value == ADDED_SINCE_RUN_IDS[key]
+        if changes_results(key) and not added_at_default:
             continue
         *parents, last = key.split(".")
         node = config
         for parent in parents:
             node = node[parent]
-        if key in LEFT_OUT_OF_RUN_IDS or key not in defaults:
+        if added_at_default or key in LEFT_OUT_OF_RUN_IDS or key not in defaults:
             del node[last]
         else:
             node[last] = defaults[key]
