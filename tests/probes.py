@@ -61,9 +61,9 @@ class FailAt(Callback):
 
 
 class FillDiskAt(Callback):
-    """Fills the filesystem of the run's directory with a file ``filler`` until ``leave`` bytes
-    are free: at the start of task ``task`` (from 0), or as the ``save``-th checkpoint (from 1)
-    is about to be written. The next larger write then meets a full disk."""
+    """When $FILL_DISK is set: fills the filesystem of the run's directory with a file ``filler``
+    until ``leave`` bytes are free, at the start of task ``task`` (from 0), or as the ``save``-th
+    checkpoint (from 1) is about to be written. The next larger write then meets a full disk."""
 
     def __init__(self, task: int | None = None, save: int | None = None, leave: int = 0):
         self.task, self.save, self.leave = task, save, leave
@@ -80,7 +80,7 @@ class FillDiskAt(Callback):
             self._fill(trainer.log_dir)
 
     def _fill(self, directory):
-        if self._filled:
+        if self._filled or not os.environ.get("FILL_DISK"):
             return
         self._filled = True
         stat = os.statvfs(directory)
