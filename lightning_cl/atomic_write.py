@@ -38,6 +38,9 @@ class WriteFailed(OSError):
     def __str__(self) -> str:
         return f"{reason(self.cause)} while writing {self.path}"
 
+    def __reduce__(self):  # OSError's would call __init__ with (errno, strerror, filename)
+        return type(self), (self.path, self.cause)
+
 
 def reason(err: OSError) -> str:
     """What went wrong, without the path: ``no space left on device``."""

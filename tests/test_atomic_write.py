@@ -5,6 +5,7 @@ one line naming the file and the last complete checkpoint, from which it resumes
 import errno
 import json
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -72,6 +73,7 @@ def test_a_failed_write_leaves_the_previous_file_whole(tmp_path, monkeypatch, co
         io.save_checkpoint({"state_dict": {"w": torch.zeros(2000)}}, ckpt)
     assert str(failed.value) == f"{reason} while writing {ckpt}" and failed.value.errno == code
     assert isinstance(failed.value, OSError) and failed.value.disk_full == (code != errno.EIO)
+    assert str(pickle.loads(pickle.dumps(failed.value))) == str(failed.value)  # e.g. out of a worker process
     with pytest.raises(WriteFailed, match=f"^{reason} while writing {results}$"):
         RunResults(complete=False, tasks=[[0, 1]], accuracy_matrix=[[1.0]], seen_accuracy=[1.0]).write(results)
     assert (ckpt.read_bytes(), results.read_bytes()) == before
