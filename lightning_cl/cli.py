@@ -19,8 +19,9 @@ import pickle
 import re
 import sys
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 import torch
 import yaml
@@ -29,10 +30,13 @@ from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from jsonargparse import lazy_instance
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from lightning_cl.atomic_write import DISK_FULL, WriteFailed, reason
 from lightning_cl.callbacks import MOVED_TO_METHODS
+from lightning_cl.checkpoint_io import AtomicCheckpointIO
 from lightning_cl.classifier import ContinualClassifier
 from lightning_cl.data.mnist_files import MNISTUnavailableError
 from lightning_cl.data.split_mnist import SplitMNIST
@@ -56,10 +60,16 @@ RUN_CONFIG_KEY = "lightning_cl_run_config"  # the resolved config, in every chec
 MOVED_CLASS_PATH = re.compile(
     rf"lightning_cl\.callbacks\.(?:\w+\.)?(?P<name>{'|'.join(sorted(MOVED_TO_METHODS))})\b")
 SIGTERM_EXIT_CODE = 128 + 15  # what a shell reports for a process ended by SIGTERM
+CKPT_PATH_NAMES = ("last", "best", "hpc", "registry")  # --ckpt_path values that Lightning resolves, not files
 
 
 class RunTerminated(Exception):
     """The run stopped on SIGTERM; the message says how to resume it."""
+
+
+class RunWriteFailed(Exception):
+    """A file of the run (a checkpoint, ``results.json``) could not be written, e.g. on a full disk;
+    the message names it, the last complete checkpoint and how to resume."""
 
 
 class ContinualArgumentParser(LightningArgumentParser):
@@ -209,6 +219,15 @@ class ContinualCLI(LightningCLI):
             callbacks.append(ModelCheckpoint(filename="last", save_on_train_epoch_end=True, enable_version_counter=False))
         if self.subcommand == "fit":
             callbacks.append(RunConfigInCheckpoint(self._run_config()))
+        # Checkpoints replace the file atomically in its own directory (checkpoint_io.py), unless
+        # the config brings its own CheckpointIO.
+        plugins = config.get("plugins")
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        self.checkpoint_io = next((p for p in plugins if isinstance(p, CheckpointIO)), None)
+        if self.checkpoint_io is None:
+            self.checkpoint_io = AtomicCheckpointIO()
+            plugins.append(self.checkpoint_io)
+        kwargs["plugins"] = plugins
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
     @staticmethod
@@ -238,8 +257,33 @@ class ContinualCLI(LightningCLI):
             # Lightning ends a SIGTERMed fit with exit status 0; a scheduler must see a failure.
             task_loop = self._get(self.config_init, self.task_loop_key())
             raise RunTerminated(task_loop.describe_exception(self.trainer, err)) from None
+        except OSError as err:
+            if not isinstance(err, WriteFailed) and err.errno not in DISK_FULL:
+                raise
+            raise RunWriteFailed(self._write_failure(err)) from None
         finally:
             self._remove_empty_run_dir()
+
+    def _write_failure(self, err: OSError) -> str:
+        """One line for a file the run could not write: which, the last complete checkpoint, how to go on."""
+        log_dir = Path(self.trainer.log_dir or ".")
+        chain = [err]  # the first failure: a logger that fails again while Lightning handles it comes later
+        while isinstance(chain[-1].__context__, OSError):
+            chain.append(chain[-1].__context__)
+        first = next((e for e in reversed(chain) if isinstance(e, WriteFailed)), chain[-1])
+        what = (str(first) if isinstance(first, WriteFailed) else f"{reason(first)} while writing {first.filename}"
+                if first.filename else f"{reason(first)} while writing into {log_dir}")  # TensorBoard's names no file
+        saved = getattr(getattr(self, "checkpoint_io", None), "last_saved", None)
+        resumed_from = self.config[self.subcommand].get("ckpt_path")
+        if saved is None and resumed_from not in (None, *CKPT_PATH_NAMES):
+            saved = Path(resumed_from)  # nothing saved since the resume: the run's start is the last complete one
+        config = log_dir / "config.yaml"
+        room = "make room, then " if first.errno in DISK_FULL else ""
+        if saved is None or not saved.is_file():
+            again = f"start again with: {PROG} fit -c {config}" if config.is_file() else "start the run again"
+            return f"{what}; no checkpoint was completed yet; {room}{again}"
+        return (f"{what}; the last complete checkpoint is {saved}; {room}resume with: {PROG} fit -c {config} "
+                f"--ckpt_path {saved}")
 
     def _remove_empty_run_dir(self) -> None:
         """A run that stopped before writing anything leaves no empty directory."""
@@ -273,7 +317,7 @@ class ContinualCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config.get(subcommand) if subcommand else None
         ckpt_path = config.get("ckpt_path") if config is not None else None
-        if getattr(self, "_checkpoint_checked", False) or ckpt_path is None or ckpt_path in ("last", "best", "hpc", "registry"):
+        if getattr(self, "_checkpoint_checked", False) or ckpt_path is None or ckpt_path in CKPT_PATH_NAMES:
             return
         self._checkpoint_checked = True
         error = self._parser(subcommand).error
@@ -336,12 +380,29 @@ class ContinualCLI(LightningCLI):
                 "Resume with the run's own config: -c lightning_logs/version_N/config.yaml.")
 
 
+def _quiet_writer_threads(hook: Callable[[threading.ExceptHookArgs], Any]) -> Callable[[threading.ExceptHookArgs], Any]:
+    """``hook`` (a ``threading.excepthook``), quiet about a full disk in TensorBoard's event writer
+    thread: that prints it as a traceback and raises it again in the thread that logs next, where
+    the run reports it in one line. Other threads print as usual."""
+    def excepthook(args: threading.ExceptHookArgs) -> Any:
+        if not (type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(args.exc_value, OSError)
+                and args.exc_value.errno in DISK_FULL):
+            return hook(args)
+
+    excepthook.quiet_writer_threads = True
+    return excepthook
+
+
 def main(args: list[str] | None = None) -> None:
+    if not getattr(threading.excepthook, "quiet_writer_threads", False):
+        threading.excepthook = _quiet_writer_threads(threading.excepthook)
     try:
         run_cli(args)
     except (MNISTUnavailableError, FloatingPointError) as err:
         # Both are explained in their message; the results so far are in results.json.
         sys.exit(f"error: {err}")
+    except RunWriteFailed as err:
+        sys.exit(f"error: {err}")  # the previous checkpoint and results.json are intact
     except RunTerminated as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(SIGTERM_EXIT_CODE)

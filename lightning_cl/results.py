@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lightning_cl.atomic_write import write_atomic
 from lightning_cl.metrics import cl_metrics
 
 RESULTS_FILE = "results.json"
@@ -108,25 +108,10 @@ class RunResults:
         write_json_atomic(path, self.to_dict())
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # the only portable way to read it
-    os.umask(mask)
-    return mask
-
-
 def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
-    """Write ``data`` as JSON so that ``path`` always holds either the old or the new file, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; give it the mode of any new file
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write ``data`` as JSON so that ``path`` always holds either the old or the new file, never half of one
+    (a temporary file in the same directory, fsync, rename: :func:`~lightning_cl.atomic_write.write_atomic`).
+
+    Raises :class:`~lightning_cl.atomic_write.WriteFailed` (an ``OSError``) naming ``path``.
+    """
+    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())

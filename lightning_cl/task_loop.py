@@ -13,6 +13,7 @@ task is one epoch of that many batches). At its end the loop calls ``on_task_end
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,12 @@ class TaskLoop(TaskCallback):
         # Keep what was measured, marked incomplete, whatever stopped the run.
         if isinstance(trainer.datamodule, TaskDataModule):  # else the setup check itself failed
             error = self.describe_exception(trainer, exception)
-            self.recorder.write(self.recorder.record(trainer, complete=False, error=error), trainer)
+            try:
+                self.recorder.write(self.recorder.record(trainer, complete=False, error=error), trainer)
+            except OSError as err:  # e.g. the full disk that stopped the run: results.json stays as it was
+                if not isinstance(exception, OSError):  # else the exception in flight already says so
+                    print(f"warning: {err}; results.json keeps the last finished task, not marked failed",
+                          file=sys.stderr)
 
     @override
     def state_dict(self) -> dict[str, Any]:

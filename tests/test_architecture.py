@@ -24,6 +24,10 @@ FORBIDDEN = {
     "diagnostics": {"cli", "report", "study"},
     "cli": {"report", "study"},
     "report": {"classifier", "task_loop", "recorder", "cli", "diagnostics", "methods", "study"},
+    "atomic_write": {"maths", "models", "data", "metrics", "results", "settings", "methods", "callbacks", "classifier",
+                     "task_loop", "recorder", "checkpoint_io", "cli", "diagnostics", "report", "study"},
+    "checkpoint_io": {"maths", "models", "data", "methods", "callbacks", "classifier", "task_loop", "recorder", "cli",
+                      "diagnostics", "report", "study"},
 }
 
 
