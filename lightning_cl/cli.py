@@ -32,6 +32,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from lightning_cl.callbacks import MOVED_TO_METHODS
 from lightning_cl.classifier import ContinualClassifier
+from lightning_cl.cli_errors import one_line_error
 from lightning_cl.data.mnist_files import MNISTUnavailableError
 from lightning_cl.data.split_mnist import SplitMNIST
 from lightning_cl.data.task_data import TaskDataModule
@@ -61,13 +62,15 @@ class RunTerminated(Exception):
 
 
 class ContinualArgumentParser(LightningArgumentParser):
-    """Prints an error as one ``error:`` line and a pointer to ``--help``, not the whole usage."""
+    """Prints an error as one ``error:`` line and a pointer to ``--help``, not the whole usage: of
+    jsonargparse's nested "Does not validate against any of the Union subtypes" dump, the reason
+    (``JSONARGPARSE_DEBUG=true`` shows the dump)."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
             super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
-        sys.stderr.write(f"error: {message}\n"
+        sys.stderr.write(f"error: {one_line_error(message)}\n"
                          f"tip: `{parser.prog.replace(' [options]', '')} --help` lists every option.\n")
         self.exit(2)
 

@@ -162,7 +162,8 @@ def test_every_config_parses(config, capsys):
 
 
 BAD_BENCHMARK = [
-    ("benchmarks/split_mnist.yaml", ["--data.scenario", "everything"], "Expected a typing.Literal['class', 'task', 'domain']"),
+    ("benchmarks/split_mnist.yaml", ["--data.scenario", "everything"],
+     "data.scenario='everything' is not one of 'class', 'task', 'domain'."),
     ("benchmarks/rotated_mnist.yaml", ["--data.angles", "[]"], "data.angles is empty"),
     ("benchmarks/permuted_mnist.yaml", ["--data.num_tasks", "0"], "data.num_tasks=0"),
     ("benchmarks/split_mnist.yaml", ["--data.scenario", "domain", "--data.tasks", "[[0, 1], [2, 3, 4]]"],
@@ -182,6 +183,53 @@ def test_bad_benchmark_settings_fail_before_training_and_name_the_setting(config
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not root.exists()
+
+
+SPLIT, EWC, ER, GPM = (f"configs/{c}.yaml" for c in ("benchmarks/split_mnist", "methods/ewc", "methods/er", "methods/gpm"))
+# A value refused inside a class given by class_path: jsonargparse's "Does not validate against any
+# of the Union subtypes" dump, 8-14 lines with the reason inside, becomes that reason on one line.
+IN_A_CLASS = [
+    ([SPLIT, ER], ["--trainer.callbacks.per_class", "0"],
+     "trainer.callbacks: ExperienceReplay init_args.per_class=0 must be at least 1."),
+    ([SPLIT, EWC], ["--trainer.callbacks.lam", "-1"], "trainer.callbacks: EWC init_args.lam=-1.0 must be >= 0."),
+    ([SPLIT, EWC], ["--trainer.callbacks.fisher", "bogus"],
+     "trainer.callbacks: EWC init_args.fisher='bogus' is not one of 'empirical', 'expected'."),
+    ([SPLIT, GPM], ["--trainer.callbacks.threshold", "[0.95, 1.5, 0.99]"],
+     "trainer.callbacks: GPM init_args.threshold=[0.95, 1.5, 0.99] must be one or more values in (0, 1]."),
+    ([SPLIT], ["--trainer.callbacks.lam", "5"],
+     "--trainer.callbacks.lam sets an argument of the last callback given before it, and there is none: add the "
+     "callback first, e.g. --trainer.callbacks+=lightning_cl.methods.EWC (EWC, MAS and OnlineEWC take lam)."),
+    ([SPLIT, ER], ["--trainer.callbacks.lam", "5"], "trainer.callbacks: ExperienceReplay has no option 'lam' "
+     "(--trainer.callbacks.lam sets the last callback given before it)."),
+    ([SPLIT, ER], ["--trainer.callbacks.per_class", "abc"],
+     "trainer.callbacks: ExperienceReplay init_args.per_class='abc' is not a valid int."),
+    ([SPLIT], ["--data.scenario", "Task"], "data.scenario='Task' is not one of 'class', 'task', 'domain'."),
+    ([SPLIT], ["--data.tasks", "[[0, 11]]"], "data.tasks[0] contains 11; classes are the integers 0-9."),
+    ([SPLIT], ["--data.batch_size", "0"], "data.batch_size=0 must be at least 1."),
+    ([SPLIT], ["--data.batch_size", "abc"], "data.batch_size='abc' is not a valid int."),
+    ([SPLIT], ["--data.no_such", "1"], "data: SplitMNIST has no option 'no_such'."),
+    ([SPLIT], ["--data.class_path", "nosuch.Data"], "data: class_path 'nosuch.Data' cannot be used: No module named 'nosuch'"),
+    ([SPLIT], ["--model.optimizer", "rmsprop"], "model.optimizer='rmsprop' is not one of 'adam', 'sgd'."),
+]
+
+
+@pytest.mark.parametrize("configs, override, line", IN_A_CLASS, ids=[" ".join(o) for _, o, _ in IN_A_CLASS])
+def test_a_value_refused_inside_a_class_is_one_error_line(configs, override, line, tmp_path, capsys):
+    root = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", *(arg for c in configs for arg in ("-c", str(REPO / c))), "--trainer.default_root_dir", str(root),
+                 *override])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: {line}", "tip: `lightning-cl fit --help` lists every option."]
+    assert not root.exists()
+
+
+def test_jsonargparse_debug_still_shows_the_whole_dump(monkeypatch, tmp_path):
+    from jsonargparse import ArgumentError
+
+    monkeypatch.setenv("JSONARGPARSE_DEBUG", "true")
+    with pytest.raises(ArgumentError, match="Does not validate against any of the Union subtypes"):
+        run_cli(["fit", "-c", str(REPO / SPLIT), "--trainer.default_root_dir", str(tmp_path), "--data.scenario", "Task"])
 
 
 def test_the_data_decides_the_output_layer(capsys):
