@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 import torch
 import yaml
+from lightning.fabric.utilities.seed import max_seed_value, min_seed_value
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -55,6 +56,14 @@ RUN_CONFIG_KEY = "lightning_cl_run_config"  # the resolved config, in every chec
 MOVED_CLASS_PATH = re.compile(
     rf"lightning_cl\.callbacks\.(?:\w+\.)?(?P<name>{'|'.join(sorted(MOVED_TO_METHODS))})\b")
 SIGTERM_EXIT_CODE = 128 + 15  # what a shell reports for a process ended by SIGTERM
+
+
+def seed_error(seed: Any) -> str | None:
+    """Why ``seed_everything`` cannot seed a run (Lightning, i.e. numpy, takes 0 to 2^32 - 1), or None."""
+    if isinstance(seed, int) and not isinstance(seed, bool) and not min_seed_value <= seed <= max_seed_value:
+        return (f"seed_everything={seed} is not a seed: give an integer from {min_seed_value} to {max_seed_value}, "
+                "or true for a random one.")
+    return None
 
 
 class RunTerminated(Exception):
@@ -121,6 +130,9 @@ class ContinualCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         self._check_config_files_are_yaml(parser, sys.argv[1:] if args is None else args)
         super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if error := seed_error((self.config.get(subcommand) if subcommand else self.config).get("seed_everything")):
+            self._parser(subcommand).error(error)  # Lightning would raise it with a traceback
 
     @staticmethod
     def _check_config_files_are_yaml(parser: LightningArgumentParser, args: Any) -> None:

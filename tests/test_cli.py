@@ -23,6 +23,8 @@ BAD = [
     (["--data.tasks", "[[1, 2], []]"], "data.tasks[1] is empty"),
     (["--data.tasks", "[]"], "data.tasks is empty"),
     (["--task_loop.epochs_per_task", "0"], "task_loop.epochs_per_task=0"),
+    (["--seed_everything", "-1"], "error: seed_everything=-1 is not a seed: give an integer from 0 to 4294967295"),
+    (["--seed_everything", str(2**32)], "error: seed_everything=4294967296 is not a seed"),  # Lightning: a traceback
     (["--model.no_such_option", "1"], "no_such_option"),
     (["--trainer.callbacks+=lightning_cl.callbacks.NoSuchCallback"], "has no attribute 'NoSuchCallback'"),
     # Trainer settings the task loop and manual optimisation cannot honour.
