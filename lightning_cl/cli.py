@@ -37,6 +37,8 @@ from lightning_cl.cli_errors import one_line_error
 from lightning_cl.data.mnist_files import MNISTUnavailableError
 from lightning_cl.data.split_mnist import SplitMNIST
 from lightning_cl.data.task_data import TaskDataModule
+from lightning_cl.methods.contract import ContractError
+from lightning_cl.methods.method import Method
 from lightning_cl.settings import resume_differences
 from lightning_cl.task_loop import TaskLoop
 from lightning_cl.trainer_checks import trainer_setting_errors
@@ -235,6 +237,7 @@ class ContinualCLI(LightningCLI):
     def before_fit(self) -> None:
         self._check_checkpoint_matches()
         self._check_checkpoint_data()
+        self._check_methods_can_run()
         if self.config_init[self.subcommand].get("weights_only") is None:
             # Our checkpoints hold tensors and plain data only: never unpickle code from one
             # (torch.load's own default only since torch 2.6).
@@ -246,12 +249,37 @@ class ContinualCLI(LightningCLI):
     def fit(self, **kwargs: Any) -> None:
         try:
             self.trainer.fit(**kwargs)
+        except ContractError as err:  # a callback's own check at setup, before any step
+            self._remove_unstarted_run_dir()
+            self._parser(self.subcommand).error(str(err))
         except SIGTERMException as err:
             # Lightning ends a SIGTERMed fit with exit status 0; a scheduler must see a failure.
             task_loop = self._get(self.config_init, self.task_loop_key())
             raise RunTerminated(task_loop.describe_exception(self.trainer, err)) from None
         finally:
             self._remove_empty_run_dir()
+
+    def _check_methods_can_run(self) -> None:
+        """Each method's setup check (the contract, settings that must fit the network, e.g. GPM's
+        thresholds per layer) as an ``error:`` line, before the run's directory holds anything."""
+        for method in (cb for cb in self.trainer.callbacks if isinstance(cb, Method)):
+            try:
+                method.check_setup(self.datamodule, self.model)
+            except ValueError as err:
+                self._remove_empty_run_dir()
+                self._parser(self.subcommand).error(str(err))
+
+    def _remove_unstarted_run_dir(self) -> None:
+        """A run that stopped at setup, before its first step, leaves no directory: only the
+        TensorBoard file the logger opens at setup and the config are in it (no checkpoint, no results)."""
+        run_dir = getattr(self, "run_dir", None)
+        if run_dir is not None and run_dir.is_dir():
+            files = list(run_dir.iterdir())
+            if all(f.is_file() and (f.name.startswith("events.out.tfevents.") or f.name in ("config.yaml", "hparams.yaml"))
+                   for f in files):
+                for f in files:
+                    f.unlink()
+        self._remove_empty_run_dir()
 
     def _remove_empty_run_dir(self) -> None:
         """A run that stopped before writing anything leaves no empty directory."""
