@@ -102,8 +102,15 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, include_de
     return path
 
 
+class _Parser(argparse.ArgumentParser):
+    """Prints an error as one ``error:`` line and a pointer to ``--help``, as ``lightning-cl`` does."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}\ntip: `{self.prog} --help` lists every option.\n")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lightning_cl.report", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="python -m lightning_cl.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="*", help="run directories (with results.json) or folders above them")
     parser.add_argument("-o", "--out", required=True, help="output directory for report.md, summary.json, pictures")
     parser.add_argument("--include-deviating", action="store_true",
@@ -111,10 +118,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.run_dirs:
         parser.error("give run directories (or run a study: lightning-cl-study configs/studies/notebook.yaml)")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"-o {args.out} is a file, not a directory: give a directory for report.md, summary.json "
+                     "and the pictures (it is created if missing)")
     try:
         path = write_report(args.run_dirs, args.out, args.include_deviating)
     except FileNotFoundError as err:
         parser.error(str(err))
+    except OSError as err:  # a file on the way to -o, a read-only directory, a full disk
+        parser.error(f"-o {args.out} cannot be written: {err.strerror or err}"
+                     f"{f' ({err.filename})' if err.filename else ''}")
     print(f"report: {path}")
 
 
