@@ -11,6 +11,7 @@ import pytest
 from lightning_cl.cli import run_cli
 from conftest import REPO
 
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 BAD = [
     (["--model.norm", "group"], "model.norm"),
     (["--model.dropout", "1.0"], "model.dropout=1.0"),
@@ -38,6 +39,14 @@ BAD = [
     (["--trainer.reload_dataloaders_every_n_epochs", "0"], "trainer.reload_dataloaders_every_n_epochs=0 must be 1"),
     (["--trainer.devices", "0"], "`Trainer(devices='0')` value is not a valid input"),  # Lightning's, as an error: line
     (["--trainer.accelerator", "tpu"], "trainer.accelerator='tpu' is not supported; use cpu or gpu"),
+    # More CPU processes than cores would start an oversubscribed DDP run without a word.
+    (["--trainer.devices", str(CORES + 1)], f"trainer.devices={CORES + 1} on the CPU starts {CORES + 1} training "
+     f"processes (DDP), more than the {CORES} CPU core"),
+    (["--trainer.devices", "-1"], "trainer.devices=-1 on the CPU: give the number of training processes"),  # a traceback
+    # Lightning would run bf16-mixed and the run would record 16-mixed.
+    (["--trainer.precision", "16-mixed"], "trainer.precision='16-mixed' on the CPU: there is no float16 mixed "
+     "precision on the CPU and Lightning would run bfloat16 while the run records 16-mixed; use --trainer.precision "
+     "bf16-mixed"),
     (["--trainer.callbacks+=lightning_cl.methods.OrthogonalGradientDescent", "--trainer.precision", "bf16-mixed"],
      "trainer.precision='bf16-mixed' with OrthogonalGradientDescent (trainer.callbacks): gradient projection needs "
      "float32 gradients"),
@@ -73,6 +82,18 @@ def test_a_gpu_that_is_not_there_is_named_before_training(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error: trainer.accelerator='gpu': no GPU is visible" in err and "use --trainer.accelerator cpu" in err
     assert "Traceback" not in err and not root.exists()
+
+
+def test_more_cpu_processes_than_cores_are_started_only_when_a_strategy_is_named(monkeypatch):
+    from lightning_cl import trainer_checks
+    from lightning_cl.cli import TRAINER_DEFAULTS
+
+    monkeypatch.setattr(trainer_checks, "_cpu_cores", lambda: 2)
+    errors = lambda **trainer: trainer_checks.trainer_setting_errors(  # noqa: E731
+        {"accelerator": "cpu", "strategy": "auto", **trainer}, TRAINER_DEFAULTS)
+    assert errors(devices=3) and "more than the 2 CPU cores" in errors(devices="3")[0]
+    assert errors(devices=2) == [] and errors(devices="auto") == []
+    assert errors(devices=3, strategy="ddp") == [] and errors(devices=3, strategy="ddp_spawn") == []  # asked for
 
 
 def test_settings_that_cannot_be_honoured_are_all_named_at_once(tmp_path, capsys):
