@@ -13,6 +13,7 @@ task is one epoch of that many batches). At its end the loop calls ``on_task_end
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,8 @@ class TaskLoop(TaskCallback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.recorder.results_path is not None and trainer.is_global_zero:
             print(f"results: {self.recorder.results_path}")
+            for warning in self.run_results(trainer).warnings:  # also in results.json and the report
+                print(f"warning: {warning}", file=sys.stderr)
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:

@@ -485,3 +485,21 @@ def test_validate_on_a_checkpoint_writes_no_run_directory(checkpoint, mnist_dir,
     assert "val/acc" in capsys.readouterr().out  # it validated, and printed its metrics
     assert not root.exists() or not any(root.rglob("*"))
 
+
+
+@pytest.mark.parametrize("lr, exploded", [("1e6", True), ("0.001", False)])
+def test_a_run_whose_loss_exploded_ends_complete_but_flagged(lr, exploded, tmp_path, capsys):
+    run_cli(["fit", "--data.class_path", "synthetic.SyntheticTasks", "--data.init_args.tasks", "[[0, 1], [2, 3]]",
+             "--data.init_args.batch_size", "16", "--model.hidden", "[32, 16]", "--task_loop.steps_per_task", "8",
+             "--task_loop.epochs_per_task", "null", "--trainer.enable_progress_bar", "false", "--model.lr", lr,
+             "--trainer.default_root_dir", str(tmp_path)])
+    (path,) = tmp_path.rglob("results.json")
+    results = json.loads(path.read_text())
+    assert results["complete"] and results["format_version"] == 2
+    if not exploded:
+        assert results["warnings"] == [] and "warning:" not in capsys.readouterr().err
+        return
+    assert max(results["seen_loss"]) > 1e3  # Adam at lr 1e6: the logits blow up, the loss stays finite
+    (warning,) = results["warnings"]
+    assert warning.startswith("the loss exploded: the seen-task test loss was ") and "try a smaller model.lr" in warning
+    assert f"warning: {warning}" in capsys.readouterr().err

@@ -5,7 +5,8 @@ directories (e.g. ``lightning_logs``). Writes into OUT_DIR:
 
 * ``report.md``: a table per benchmark x scenario (each method's ACC, BWT, FWT, forgetting
   and learning accuracy, mean ± std over seeds, n), then, when there are runs of the
-  notebook's experiments, the notebook's tables side by side with ours;
+  notebook's experiments, the notebook's tables side by side with ours; a group with a run
+  whose loss exploded (``results.json``'s ``warnings``) is marked ⚠, with a footnote naming the run;
 * ``summary.json``: the same groups as data (format in README.md);
 * ``acc_<benchmark>_<scenario>.png``: ACC on the tasks seen so far against the number of
   tasks trained, a line per method with a band over seeds; and the runs' own PNGs.
@@ -32,6 +33,7 @@ from lightning_cl.results import RESULTS_FILE
 
 REPORT_FILE = "report.md"
 SUMMARY_FILE = "summary.json"
+WARNING_MARK = "⚠"  # a group with a run whose numbers are suspect (results.json's warnings), footnoted
 
 
 def _cell(stats: dict) -> str:
@@ -50,10 +52,15 @@ def comparison_tables(groups: Sequence[Group], pictures: dict[tuple[str, str], s
         lines += [f"### {key[0]}, {key[1]}-incremental", "",
                   "| " + " | ".join(["method", "n", *(m.label for m in CL_METRICS)]) + " |",
                   "|" + " --- |" * (2 + len(CL_METRICS))]
+        notes = []
         for g in (g for g in groups if (g.benchmark, g.scenario) == key):
             cells = [_cell(g.stats(m.key)) for m in CL_METRICS]
-            lines.append(f"| {g.label()} | {len(g.runs)} | " + " | ".join(cells) + " |")
+            warned = [(r, w) for r in g.runs for w in r.record.warnings]
+            lines.append(f"| {g.label()}{f' {WARNING_MARK}' if warned else ''} | {len(g.runs)} | " + " | ".join(cells) + " |")
+            notes += [f"{WARNING_MARK} {g.label()}, `{r.path / RESULTS_FILE}`: {w}." for r, w in warned]
         lines.append("")
+        if notes:
+            lines += [*notes, ""]
         if key in pictures:
             lines += [f"![ACC by tasks trained]({pictures[key]})", ""]
     return lines
