@@ -236,7 +236,7 @@ IN_A_CLASS = [
 ]
 
 
-@pytest.mark.parametrize("configs, override, line", IN_A_CLASS, ids=[" ".join(o) for _, o, _ in IN_A_CLASS])
+@pytest.mark.parametrize("configs, override, line", IN_A_CLASS, ids=[" ".join([Path(c).stem for c in cs[1:]] + o) for cs, o, _ in IN_A_CLASS])
 def test_a_value_refused_inside_a_class_is_one_error_line(configs, override, line, tmp_path, capsys):
     root = tmp_path / "runs"
     with pytest.raises(SystemExit) as exit_info:
