@@ -131,12 +131,11 @@ def trainer_setting_errors(trainer: Mapping[str, Any], defaults: Mapping[str, An
             errors.append(f"trainer.devices={get('devices')!r} asks for {requested} GPUs but {gpus} "
                           f"{'is' if gpus == 1 else 'are'} visible; use --trainer.devices {gpus} or fewer.")
 
-    on_cpu = _on_cpu(accelerator)
-    requested = _requested_devices(get("devices"))
-    strategy = get("strategy")
-    explicit = strategy is not None and strategy != "auto"
-    cores = _cpu_cores()
-    devices = get("devices")
+    # On the CPU, trainer.devices is a number of processes: more than the cores only when asked for
+    # by naming a strategy (tests/test_ogd_ddp.py runs --trainer.strategy ddp --trainer.devices 2).
+    on_cpu, devices, cores = _on_cpu(accelerator), get("devices"), _cpu_cores()
+    requested = _requested_devices(devices)
+    explicit = get("strategy") not in (None, "auto")
     if on_cpu and (isinstance(devices, (list, tuple)) or str(devices).strip() == "-1" or "," in str(devices)):
         errors.append(f"trainer.devices={devices} on the CPU: give the number of training processes, an integer "
                       "from 1 (a list of devices, or -1 for all of them, is for GPUs).")
@@ -149,7 +148,7 @@ def trainer_setting_errors(trainer: Mapping[str, Any], defaults: Mapping[str, An
     precision = str(get("precision")) if get("precision") is not None else None
     if on_cpu and precision in ("16", "16-mixed"):
         errors.append(f"trainer.precision={precision!r} on the CPU: there is no float16 mixed precision on the CPU "
-                      "and Lightning would run bfloat16 while the run records 16-mixed; use --trainer.precision "
+                      f"and Lightning would run bfloat16 while the run records {precision!r}; use --trainer.precision "
                       "bf16-mixed (what would run), or 32.")
     callbacks = get("callbacks") or []
     callbacks = callbacks if isinstance(callbacks, list) else [callbacks]

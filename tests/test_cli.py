@@ -45,7 +45,7 @@ BAD = [
     (["--trainer.devices", "-1"], "trainer.devices=-1 on the CPU: give the number of training processes"),  # a traceback
     # Lightning would run bf16-mixed and the run would record 16-mixed.
     (["--trainer.precision", "16-mixed"], "trainer.precision='16-mixed' on the CPU: there is no float16 mixed "
-     "precision on the CPU and Lightning would run bfloat16 while the run records 16-mixed; use --trainer.precision "
+     "precision on the CPU and Lightning would run bfloat16 while the run records '16-mixed'; use --trainer.precision "
      "bf16-mixed"),
     (["--trainer.callbacks+=lightning_cl.methods.OrthogonalGradientDescent", "--trainer.precision", "bf16-mixed"],
      "trainer.precision='bf16-mixed' with OrthogonalGradientDescent (trainer.callbacks): gradient projection needs "
@@ -236,7 +236,8 @@ IN_A_CLASS = [
 ]
 
 
-@pytest.mark.parametrize("configs, override, line", IN_A_CLASS, ids=[" ".join([Path(c).stem for c in cs[1:]] + o) for cs, o, _ in IN_A_CLASS])
+@pytest.mark.parametrize("configs, override, line", IN_A_CLASS,
+                         ids=[" ".join([Path(c).stem for c in cs[1:]] + o) for cs, o, _ in IN_A_CLASS])
 def test_a_value_refused_inside_a_class_is_one_error_line(configs, override, line, tmp_path, capsys):
     root = tmp_path / "runs"
     with pytest.raises(SystemExit) as exit_info:

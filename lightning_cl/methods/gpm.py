@@ -71,8 +71,8 @@ class GPM(Method):
         super().check_setup(datamodule, pl_module)  # the contract: the network offers its layers
         n = len(self.layers(pl_module))
         if len(self.threshold) not in (1, n):
-            raise ContractError(f"{setting(self, 'threshold')}={self.threshold}: give one value, or one per Linear layer "
-                             f"({n} in this network).")
+            raise ContractError(f"{setting(self, 'threshold')}={self.threshold}: give one value, or one per Linear "
+                                f"layer ({n} in this network).")
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
