@@ -58,7 +58,7 @@ def _items(block: str) -> list[str]:
             items.append([line[2:]])
         elif items:
             items[-1].append(line)
-    return [items_[0] + "\n" + textwrap.dedent("\n".join(items_[1:])) for items_ in items]
+    return [first + "\n" + textwrap.dedent("\n".join(rest)) for first, *rest in items]
 
 
 def _best(texts: list[str], where: tuple[tuple[str, str], ...]) -> Reason | None:
