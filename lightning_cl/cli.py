@@ -25,6 +25,7 @@ from typing import Any, Callable, NoReturn
 
 import torch
 import yaml
+from lightning.fabric.utilities.seed import max_seed_value, min_seed_value
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -38,9 +39,12 @@ from lightning_cl.atomic_write import DISK_FULL, WriteFailed, reason
 from lightning_cl.callbacks import MOVED_TO_METHODS
 from lightning_cl.checkpoint_io import AtomicCheckpointIO
 from lightning_cl.classifier import ContinualClassifier
+from lightning_cl.cli_errors import one_line_error
 from lightning_cl.data.mnist_files import MNISTUnavailableError
 from lightning_cl.data.split_mnist import SplitMNIST
 from lightning_cl.data.task_data import TaskDataModule
+from lightning_cl.methods.contract import ContractError
+from lightning_cl.methods.method import Method
 from lightning_cl.settings import resume_differences
 from lightning_cl.task_loop import TaskLoop
 from lightning_cl.trainer_checks import trainer_setting_errors
@@ -63,6 +67,14 @@ SIGTERM_EXIT_CODE = 128 + 15  # what a shell reports for a process ended by SIGT
 CKPT_PATH_NAMES = ("last", "best", "hpc", "registry")  # --ckpt_path values that Lightning resolves, not files
 
 
+def seed_error(seed: Any) -> str | None:
+    """Why ``seed_everything`` cannot seed a run (Lightning, i.e. numpy, takes 0 to 2^32 - 1), or None."""
+    if isinstance(seed, int) and not isinstance(seed, bool) and not min_seed_value <= seed <= max_seed_value:
+        return (f"seed_everything={seed} is not a seed: give an integer from {min_seed_value} to {max_seed_value}, "
+                "or true for a random one.")
+    return None
+
+
 class RunTerminated(Exception):
     """The run stopped on SIGTERM; the message says how to resume it."""
 
@@ -73,13 +85,15 @@ class RunWriteFailed(Exception):
 
 
 class ContinualArgumentParser(LightningArgumentParser):
-    """Prints an error as one ``error:`` line and a pointer to ``--help``, not the whole usage."""
+    """Prints an error as one ``error:`` line and a pointer to ``--help``, not the whole usage: of
+    jsonargparse's nested "Does not validate against any of the Union subtypes" dump, the reason
+    (``JSONARGPARSE_DEBUG=true`` shows the dump)."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
             super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
-        sys.stderr.write(f"error: {message}\n"
+        sys.stderr.write(f"error: {one_line_error(message)}\n"
                          f"tip: `{parser.prog.replace(' [options]', '')} --help` lists every option.\n")
         self.exit(2)
 
@@ -131,6 +145,9 @@ class ContinualCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         self._check_config_files_are_yaml(parser, sys.argv[1:] if args is None else args)
         super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if error := seed_error((self.config.get(subcommand) if subcommand else self.config).get("seed_everything")):
+            self._parser(subcommand).error(error)  # Lightning would raise it with a traceback
 
     @staticmethod
     def _check_config_files_are_yaml(parser: LightningArgumentParser, args: Any) -> None:
@@ -242,6 +259,7 @@ class ContinualCLI(LightningCLI):
     def before_fit(self) -> None:
         self._check_checkpoint_matches()
         self._check_checkpoint_data()
+        self._check_methods_can_run()
         if self.config_init[self.subcommand].get("weights_only") is None:
             # Our checkpoints hold tensors and plain data only: never unpickle code from one
             # (torch.load's own default only since torch 2.6).
@@ -253,6 +271,9 @@ class ContinualCLI(LightningCLI):
     def fit(self, **kwargs: Any) -> None:
         try:
             self.trainer.fit(**kwargs)
+        except ContractError as err:  # a callback's own check at setup, before any step
+            self._remove_unstarted_run_dir()
+            self._parser(self.subcommand).error(str(err))
         except SIGTERMException as err:
             # Lightning ends a SIGTERMed fit with exit status 0; a scheduler must see a failure.
             task_loop = self._get(self.config_init, self.task_loop_key())
@@ -284,6 +305,28 @@ class ContinualCLI(LightningCLI):
             return f"{what}; no checkpoint was completed yet; {room}{again}"
         return (f"{what}; the last complete checkpoint is {saved}; {room}resume with: {PROG} fit -c {config} "
                 f"--ckpt_path {saved}")
+
+    def _check_methods_can_run(self) -> None:
+        """Each method's setup check (the contract, settings that must fit the network, e.g. GPM's
+        thresholds per layer) as an ``error:`` line, before the run's directory holds anything."""
+        for method in (cb for cb in self.trainer.callbacks if isinstance(cb, Method)):
+            try:
+                method.check_setup(self.datamodule, self.model)
+            except ValueError as err:
+                self._remove_empty_run_dir()
+                self._parser(self.subcommand).error(str(err))
+
+    def _remove_unstarted_run_dir(self) -> None:
+        """A run that stopped at setup, before its first step, leaves no directory: only the
+        TensorBoard file the logger opens at setup and the config are in it (no checkpoint, no results)."""
+        run_dir = getattr(self, "run_dir", None)
+        if run_dir is not None and run_dir.is_dir():
+            files = list(run_dir.iterdir())
+            if all(f.is_file() and (f.name.startswith("events.out.tfevents.") or f.name in ("config.yaml", "hparams.yaml"))
+                   for f in files):
+                for f in files:
+                    f.unlink()
+        self._remove_empty_run_dir()
 
     def _remove_empty_run_dir(self) -> None:
         """A run that stopped before writing anything leaves no empty directory."""

@@ -8,6 +8,7 @@ through :meth:`RunResults.read`, which names the file and what is wrong with it.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -17,7 +18,19 @@ from lightning_cl.atomic_write import write_atomic
 from lightning_cl.metrics import cl_metrics
 
 RESULTS_FILE = "results.json"
-FORMAT_VERSION = 2  # 2 added benchmark, scenario, method, task_names, random_init_accuracy and the CL metrics
+# Changes when a key changes meaning or a reader needs a new key (2 added benchmark, scenario,
+# method, task_names, random_init_accuracy and the CL metrics, and moved data under init_args).
+# A key derived from the others (tasks_done, final_seen_accuracy, the metrics, warnings) is
+# recomputed on reading, and readers ignore keys they do not know: adding one keeps the version,
+# so that a file of this lightning-cl stays readable by an earlier one.
+FORMAT_VERSION = 2
+
+# The seen-task test loss (cross-entropy, nats per example) above which a run's loss counts as
+# exploded: the true class then gets on average a probability below e^-1000, i.e. the logits have
+# blown up (Adam at model.lr 1e6: ~1e20). A run that only forgets stays far below it (naive
+# class-IL Split-MNIST, 5 epochs per task: ~10). A NaN or infinite training loss stops the run
+# instead (task_loop.py); this flags a run that went on to the end with numbers of a blown-up model.
+EXPLODED_LOSS = 1e3
 
 # Present since format 1: a file without one of them is not a results.json we can read.
 REQUIRED_KEYS = ("complete", "tasks", "accuracy_matrix", "seen_accuracy")
@@ -59,6 +72,18 @@ class RunResults:
     def final_seen_accuracy(self) -> float | None:
         return self.seen_accuracy[-1] if self.complete and self.seen_accuracy else None
 
+    @property
+    def warnings(self) -> list[str]:
+        """What makes the run's numbers suspect though it ran: a seen-task loss that exploded."""
+        exploded = [(task, loss) for task, loss in enumerate(self.seen_loss)
+                    if not math.isfinite(loss) or loss > EXPLODED_LOSS]
+        if not exploded:
+            return []
+        task, loss = exploded[0]
+        return [f"the loss exploded: the seen-task test loss was {loss:.3g} after task {task + 1} (above "
+                f"{EXPLODED_LOSS:g} after {len(exploded)} of {len(self.seen_loss)} tasks): the accuracies are those "
+                "of a blown-up model; try a smaller model.lr"]
+
     def metrics(self) -> dict[str, float | None]:
         """ACC, BWT, FWT, forgetting and learning accuracy over the tasks trained so far."""
         return cl_metrics(self.accuracy_matrix, self.random_init_accuracy)
@@ -68,12 +93,14 @@ class RunResults:
         data = {"format_version": data.pop("format_version"), **data}
         data["tasks_done"] = self.tasks_done
         data["final_seen_accuracy"] = self.final_seen_accuracy
+        data["warnings"] = self.warnings
         data.update(self.metrics())
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "results") -> RunResults:
-        """The record of a parsed ``results.json`` (format 1 or 2, not newer); derived keys are recomputed."""
+        """The record of a parsed ``results.json`` (format 1 or 2, not newer); derived keys (``warnings``
+        among them, so a file written before it existed is flagged too) are recomputed."""
         if not isinstance(data, dict):
             raise ResultsError(f"{source}: not a JSON object")
         missing = [k for k in REQUIRED_KEYS if k not in data]

@@ -126,6 +126,8 @@ class TaskLoop(TaskCallback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.recorder.results_path is not None and trainer.is_global_zero:
             print(f"results: {self.recorder.results_path}")
+            for warning in self.run_results(trainer).warnings:  # also in results.json and the report
+                print(f"warning: {warning}", file=sys.stderr)
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:

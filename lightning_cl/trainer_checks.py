@@ -3,13 +3,16 @@
 Each check names the setting the way it is written on the command line, says why, and what
 to use instead. The task loop owns the epoch budget, the module optimises by hand (one step
 per batch), and gradient-projection methods need float32 gradients: a setting that would be
-silently ignored or changed, or that Lightning would reject with a traceback after the run's
-directory exists, is refused here.
+silently ignored or changed (``16-mixed`` on the CPU runs bfloat16), or that Lightning would
+reject with a traceback after the run's directory exists, is refused here; so are more CPU
+processes than the run's CPU cores, unless a strategy is named explicitly
+(``--trainer.strategy ddp``): that is how to ask for them (to test DDP on a laptop).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +37,21 @@ def _callback_class(callback: Any) -> type | None:
 
 def _gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity: a scheduler's share, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _on_cpu(accelerator: Any) -> bool:
+    """Whether the run trains on the CPU: asked for, or ``auto`` where there is no GPU (nor MPS)."""
+    if accelerator == "cpu":
+        return True
+    return accelerator in (None, "auto") and _gpu_count() == 0 and not torch.backends.mps.is_available()
 
 
 def _requested_devices(devices: Any) -> int | None:
@@ -113,7 +131,25 @@ def trainer_setting_errors(trainer: Mapping[str, Any], defaults: Mapping[str, An
             errors.append(f"trainer.devices={get('devices')!r} asks for {requested} GPUs but {gpus} "
                           f"{'is' if gpus == 1 else 'are'} visible; use --trainer.devices {gpus} or fewer.")
 
+    # On the CPU, trainer.devices is a number of processes: more than the cores only when asked for
+    # by naming a strategy (tests/test_ogd_ddp.py runs --trainer.strategy ddp --trainer.devices 2).
+    on_cpu, devices, cores = _on_cpu(accelerator), get("devices"), _cpu_cores()
+    requested = _requested_devices(devices)
+    explicit = get("strategy") not in (None, "auto")
+    if on_cpu and (isinstance(devices, (list, tuple)) or str(devices).strip() == "-1" or "," in str(devices)):
+        errors.append(f"trainer.devices={devices} on the CPU: give the number of training processes, an integer "
+                      "from 1 (a list of devices, or -1 for all of them, is for GPUs).")
+    elif on_cpu and requested is not None and requested > cores and not explicit:
+        errors.append(f"trainer.devices={devices} on the CPU starts {requested} training processes (DDP), "
+                      f"more than the {cores} CPU core{'s' if cores != 1 else ''} this run may use: they would share "
+                      f"them, slower than one. Use --trainer.devices {cores} or fewer; to start them anyway (e.g. to "
+                      "test DDP), say so with --trainer.strategy ddp (or ddp_spawn).")
+
     precision = str(get("precision")) if get("precision") is not None else None
+    if on_cpu and precision in ("16", "16-mixed"):
+        errors.append(f"trainer.precision={precision!r} on the CPU: there is no float16 mixed precision on the CPU "
+                      f"and Lightning would run bfloat16 while the run records {precision!r}; use --trainer.precision "
+                      "bf16-mixed (what would run), or 32.")
     callbacks = get("callbacks") or []
     callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
     projectors = [cls.__name__ for cls in map(_callback_class, callbacks)

@@ -11,6 +11,7 @@ import pytest
 from lightning_cl.cli import run_cli
 from conftest import REPO
 
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 BAD = [
     (["--model.norm", "group"], "model.norm"),
     (["--model.dropout", "1.0"], "model.dropout=1.0"),
@@ -23,6 +24,8 @@ BAD = [
     (["--data.tasks", "[[1, 2], []]"], "data.tasks[1] is empty"),
     (["--data.tasks", "[]"], "data.tasks is empty"),
     (["--task_loop.epochs_per_task", "0"], "task_loop.epochs_per_task=0"),
+    (["--seed_everything", "-1"], "error: seed_everything=-1 is not a seed: give an integer from 0 to 4294967295"),
+    (["--seed_everything", str(2**32)], "error: seed_everything=4294967296 is not a seed"),  # Lightning: a traceback
     (["--model.no_such_option", "1"], "no_such_option"),
     (["--trainer.callbacks+=lightning_cl.callbacks.NoSuchCallback"], "has no attribute 'NoSuchCallback'"),
     # Trainer settings the task loop and manual optimisation cannot honour.
@@ -36,6 +39,14 @@ BAD = [
     (["--trainer.reload_dataloaders_every_n_epochs", "0"], "trainer.reload_dataloaders_every_n_epochs=0 must be 1"),
     (["--trainer.devices", "0"], "`Trainer(devices='0')` value is not a valid input"),  # Lightning's, as an error: line
     (["--trainer.accelerator", "tpu"], "trainer.accelerator='tpu' is not supported; use cpu or gpu"),
+    # More CPU processes than cores would start an oversubscribed DDP run without a word.
+    (["--trainer.devices", str(CORES + 1)], f"trainer.devices={CORES + 1} on the CPU starts {CORES + 1} training "
+     f"processes (DDP), more than the {CORES} CPU core"),
+    (["--trainer.devices", "-1"], "trainer.devices=-1 on the CPU: give the number of training processes"),  # a traceback
+    # Lightning would run bf16-mixed and the run would record 16-mixed.
+    (["--trainer.precision", "16-mixed"], "trainer.precision='16-mixed' on the CPU: there is no float16 mixed "
+     "precision on the CPU and Lightning would run bfloat16 while the run records '16-mixed'; use --trainer.precision "
+     "bf16-mixed"),
     (["--trainer.callbacks+=lightning_cl.methods.OrthogonalGradientDescent", "--trainer.precision", "bf16-mixed"],
      "trainer.precision='bf16-mixed' with OrthogonalGradientDescent (trainer.callbacks): gradient projection needs "
      "float32 gradients"),
@@ -71,6 +82,18 @@ def test_a_gpu_that_is_not_there_is_named_before_training(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error: trainer.accelerator='gpu': no GPU is visible" in err and "use --trainer.accelerator cpu" in err
     assert "Traceback" not in err and not root.exists()
+
+
+def test_more_cpu_processes_than_cores_are_started_only_when_a_strategy_is_named(monkeypatch):
+    from lightning_cl import trainer_checks
+    from lightning_cl.cli import TRAINER_DEFAULTS
+
+    monkeypatch.setattr(trainer_checks, "_cpu_cores", lambda: 2)
+    errors = lambda **trainer: trainer_checks.trainer_setting_errors(  # noqa: E731
+        {"accelerator": "cpu", "strategy": "auto", **trainer}, TRAINER_DEFAULTS)
+    assert errors(devices=3) and "more than the 2 CPU cores" in errors(devices="3")[0]
+    assert errors(devices=2) == [] and errors(devices="auto") == []
+    assert errors(devices=3, strategy="ddp") == [] and errors(devices=3, strategy="ddp_spawn") == []  # asked for
 
 
 def test_settings_that_cannot_be_honoured_are_all_named_at_once(tmp_path, capsys):
@@ -162,7 +185,8 @@ def test_every_config_parses(config, capsys):
 
 
 BAD_BENCHMARK = [
-    ("benchmarks/split_mnist.yaml", ["--data.scenario", "everything"], "Expected a typing.Literal['class', 'task', 'domain']"),
+    ("benchmarks/split_mnist.yaml", ["--data.scenario", "everything"],
+     "data.scenario='everything' is not one of 'class', 'task', 'domain'."),
     ("benchmarks/rotated_mnist.yaml", ["--data.angles", "[]"], "data.angles is empty"),
     ("benchmarks/permuted_mnist.yaml", ["--data.num_tasks", "0"], "data.num_tasks=0"),
     ("benchmarks/split_mnist.yaml", ["--data.scenario", "domain", "--data.tasks", "[[0, 1], [2, 3, 4]]"],
@@ -182,6 +206,54 @@ def test_bad_benchmark_settings_fail_before_training_and_name_the_setting(config
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not root.exists()
+
+
+SPLIT, EWC, ER, GPM = (f"configs/{c}.yaml" for c in ("benchmarks/split_mnist", "methods/ewc", "methods/er", "methods/gpm"))
+# A value refused inside a class given by class_path: jsonargparse's "Does not validate against any
+# of the Union subtypes" dump, 8-14 lines with the reason inside, becomes that reason on one line.
+IN_A_CLASS = [
+    ([SPLIT, ER], ["--trainer.callbacks.per_class", "0"],
+     "trainer.callbacks: ExperienceReplay init_args.per_class=0 must be at least 1."),
+    ([SPLIT, EWC], ["--trainer.callbacks.lam", "-1"], "trainer.callbacks: EWC init_args.lam=-1.0 must be >= 0."),
+    ([SPLIT, EWC], ["--trainer.callbacks.fisher", "bogus"],
+     "trainer.callbacks: EWC init_args.fisher='bogus' is not one of 'empirical', 'expected'."),
+    ([SPLIT, GPM], ["--trainer.callbacks.threshold", "[0.95, 1.5, 0.99]"],
+     "trainer.callbacks: GPM init_args.threshold=[0.95, 1.5, 0.99] must be one or more values in (0, 1]."),
+    ([SPLIT], ["--trainer.callbacks.lam", "5"],
+     "--trainer.callbacks.lam sets an argument of the last callback given before it, and there is none: add the "
+     "callback first, e.g. --trainer.callbacks+=lightning_cl.methods.EWC (EWC, MAS and OnlineEWC take lam)."),
+    ([SPLIT, ER], ["--trainer.callbacks.lam", "5"], "trainer.callbacks: ExperienceReplay has no option 'lam' "
+     "(--trainer.callbacks.lam sets the last callback given before it)."),
+    ([SPLIT, ER], ["--trainer.callbacks.per_class", "abc"],
+     "trainer.callbacks: ExperienceReplay init_args.per_class='abc' is not a valid int."),
+    ([SPLIT], ["--data.scenario", "Task"], "data.scenario='Task' is not one of 'class', 'task', 'domain'."),
+    ([SPLIT], ["--data.tasks", "[[0, 11]]"], "data.tasks[0] contains 11; classes are the integers 0-9."),
+    ([SPLIT], ["--data.batch_size", "0"], "data.batch_size=0 must be at least 1."),
+    ([SPLIT], ["--data.batch_size", "abc"], "data.batch_size='abc' is not a valid int."),
+    ([SPLIT], ["--data.no_such", "1"], "data: SplitMNIST has no option 'no_such'."),
+    ([SPLIT], ["--data.class_path", "nosuch.Data"], "data: class_path 'nosuch.Data' cannot be used: No module named 'nosuch'"),
+    ([SPLIT], ["--model.optimizer", "rmsprop"], "model.optimizer='rmsprop' is not one of 'adam', 'sgd'."),
+]
+
+
+@pytest.mark.parametrize("configs, override, line", IN_A_CLASS,
+                         ids=[" ".join([Path(c).stem for c in cs[1:]] + o) for cs, o, _ in IN_A_CLASS])
+def test_a_value_refused_inside_a_class_is_one_error_line(configs, override, line, tmp_path, capsys):
+    root = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", *(arg for c in configs for arg in ("-c", str(REPO / c))), "--trainer.default_root_dir", str(root),
+                 *override])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: {line}", "tip: `lightning-cl fit --help` lists every option."]
+    assert not root.exists()
+
+
+def test_jsonargparse_debug_still_shows_the_whole_dump(monkeypatch, tmp_path):
+    from jsonargparse import ArgumentError
+
+    monkeypatch.setenv("JSONARGPARSE_DEBUG", "true")
+    with pytest.raises(ArgumentError, match="Does not validate against any of the Union subtypes"):
+        run_cli(["fit", "-c", str(REPO / SPLIT), "--trainer.default_root_dir", str(tmp_path), "--data.scenario", "Task"])
 
 
 def test_the_data_decides_the_output_layer(capsys):
@@ -414,3 +486,21 @@ def test_validate_on_a_checkpoint_writes_no_run_directory(checkpoint, mnist_dir,
     assert "val/acc" in capsys.readouterr().out  # it validated, and printed its metrics
     assert not root.exists() or not any(root.rglob("*"))
 
+
+
+@pytest.mark.parametrize("lr, exploded", [("1e6", True), ("0.001", False)])
+def test_a_run_whose_loss_exploded_ends_complete_but_flagged(lr, exploded, tmp_path, capsys):
+    run_cli(["fit", "--data.class_path", "synthetic.SyntheticTasks", "--data.init_args.tasks", "[[0, 1], [2, 3]]",
+             "--data.init_args.batch_size", "16", "--model.hidden", "[32, 16]", "--task_loop.steps_per_task", "8",
+             "--task_loop.epochs_per_task", "null", "--trainer.enable_progress_bar", "false", "--model.lr", lr,
+             "--trainer.default_root_dir", str(tmp_path)])
+    (path,) = tmp_path.rglob("results.json")
+    results = json.loads(path.read_text())
+    assert results["complete"] and results["format_version"] == 2
+    if not exploded:
+        assert results["warnings"] == [] and "warning:" not in capsys.readouterr().err
+        return
+    assert max(results["seen_loss"]) > 1e3  # Adam at lr 1e6: the logits blow up, the loss stays finite
+    (warning,) = results["warnings"]
+    assert warning.startswith("the loss exploded: the seen-task test loss was ") and "try a smaller model.lr" in warning
+    assert f"warning: {warning}" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 from torch import nn
 
 from lightning_cl.classifier import ContinualClassifier
@@ -73,7 +73,7 @@ def test_a_method_that_needs_the_networks_layers_fails_before_training_naming_th
     model = ContinualClassifier(num_outputs=10)
     model.network = NoLayers()
     trainer = Trainer(accelerator="cpu", max_epochs=-1, reload_dataloaders_every_n_epochs=1, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False,
+                      enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path,
                       callbacks=[TaskLoop(steps_per_task=2), method()])
     with pytest.raises(ContractError, match=r"the network \(NoLayers\) offers no linear_layers\(\)"):
         trainer.fit(model, SyntheticTasks())
@@ -122,3 +122,34 @@ def test_an_old_callbacks_class_path_names_the_new_one(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "lightning_cl.callbacks.EWC is now lightning_cl.methods.EWC" in err and len(err.splitlines()) == 2
     assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_gpm_thresholds_that_do_not_fit_the_network_are_one_line_and_leave_no_directory(tmp_path, capsys):
+    root = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_info:  # 2 thresholds, 3 Linear layers: found by GPM's setup check
+        run_cli(["fit", *SYNTHETIC, "--trainer.callbacks+=lightning_cl.methods.GPM", "--trainer.callbacks.threshold",
+                 "[0.9, 0.9]", "--trainer.default_root_dir", str(root)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: trainer.callbacks: GPM init_args.threshold=[0.9, 0.9]: give one value, or one per Linear layer "
+        "(3 in this network)."]
+    assert "Traceback" not in err and not root.exists()
+
+
+class RefusesAtSetup(Callback):
+    """A callback that checks the network at its own setup, as a method outside the package may."""
+
+    def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
+        raise ContractError("RefusesAtSetup cannot run: the network (MLP) offers no frobnicate().")
+
+
+def test_a_contract_error_at_setup_is_one_line_and_leaves_no_directory(tmp_path, capsys):
+    root = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", *SYNTHETIC, "--trainer.callbacks+=test_method_contract.RefusesAtSetup",
+                 "--trainer.default_root_dir", str(root)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: RefusesAtSetup cannot run: the network (MLP) offers no frobnicate()." in err
+    assert "Traceback" not in err and not root.exists()  # not even the TensorBoard file opened at setup

@@ -88,3 +88,18 @@ def test_report_refuses_a_missing_directory(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "nope"), "-o", str(tmp_path / "out")])
     assert "no such run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out, message", [("a_file", "-o {a_file} is a file, not a directory"),
+                                          ("a_file/out", "-o {a_file}/out cannot be written: Not a directory")])
+def test_report_refuses_an_output_that_is_not_a_directory_in_one_line(tmp_path, capsys, out, message):
+    run = _write_run(tmp_path / "logs", "seq0", _config(SEQ), [0.99, 0.5, 0.3, 0.25, 0.2])
+    (tmp_path / "a_file").write_text("not a directory")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(run), "-o", str(tmp_path / out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    error, tip = err.splitlines()  # one line, no usage, no traceback
+    assert error.startswith(f"error: {message.format(a_file=tmp_path / 'a_file')}")
+    assert tip == "tip: `python -m lightning_cl.report --help` lists every option."
+    assert (tmp_path / "a_file").read_text() == "not a directory"

@@ -47,3 +47,24 @@ def test_a_newer_or_odd_format_version_is_named_and_skipped_and_formats_1_and_2_
     assert sorted((g["benchmark"], g["method"]) for g in summary["groups"]) == [("permuted_mnist", "ewc"),
                                                                                ("split_mnist", "none")]
     assert all(g["acc"]["mean"] == pytest.approx(0.8) for g in summary["groups"])
+
+
+def test_a_run_whose_loss_exploded_is_flagged_in_its_record_and_marked_in_the_report(tmp_path):
+    logs = tmp_path / "logs"
+    # Written before results.json had warnings (format 2 without the key): flagged on reading.
+    _results(logs / "exploded", format_version=2, seed=0, seen_loss=[0.5, 7e11])
+    _results(logs / "healthy", format_version=2, seed=0, seen_loss=[0.5, 10.1], config={"model": {"lr": 0.001}})
+    exploded = RunResults.read(logs / "exploded" / "results.json")
+    assert exploded.warnings == ["the loss exploded: the seen-task test loss was 7e+11 after task 2 (above 1000 after "
+                                 "1 of 2 tasks): the accuracies are those of a blown-up model; try a smaller model.lr"]
+    assert exploded.to_dict()["warnings"] == exploded.warnings and exploded.to_dict()["format_version"] == 2
+    assert RunResults.read(logs / "healthy" / "results.json").warnings == []
+    assert RunResults.from_dict({**exploded.to_dict(), "warnings": ["stale"]}).warnings == exploded.warnings  # derived
+
+    main([str(logs), "-o", str(tmp_path / "out")])
+    report = (tmp_path / "out" / "report.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| none")]
+    assert len(rows) == 2 and sum("⚠" in row for row in rows) == 1
+    assert f"`{logs / 'exploded' / 'results.json'}`: the loss exploded: the seen-task test loss was 7e+11" in report
+    groups = json.loads((tmp_path / "out" / "summary.json").read_text())["groups"]
+    assert sorted(len(g["warnings"]) for g in groups) == [0, 1]

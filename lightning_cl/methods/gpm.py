@@ -9,11 +9,14 @@ so the layer's outputs on the old tasks' inputs stay (to first order) as they we
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
 from lightning_cl.maths.gradients import gpm_extend, gpm_project_
+from lightning_cl.methods.contract import ContractError
 from lightning_cl.methods.method import Method
 from lightning_cl.maths.passes import layer_inputs
 from lightning_cl.task_callback import setting
@@ -41,8 +44,9 @@ class GPM(Method):
             matrices (the paper: 125 for the MLP; its code: 300).
 
     Raises:
-        ValueError: for a threshold outside (0, 1] or ``examples`` below 1; at setup, for a
-            number of thresholds that is neither 1 nor the number of Linear layers.
+        ValueError: for a threshold outside (0, 1] or ``examples`` below 1; at setup, a
+            ``ContractError`` (a ValueError) for a number of thresholds that is neither 1 nor
+            the number of Linear layers.
     """
 
     name = "gpm"
@@ -63,12 +67,12 @@ class GPM(Method):
         return pl_module.network.linear_layers()
 
     @override
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)  # the contract: the network offers its layers
+    def check_setup(self, datamodule: Any, pl_module: LightningModule) -> None:
+        super().check_setup(datamodule, pl_module)  # the contract: the network offers its layers
         n = len(self.layers(pl_module))
         if len(self.threshold) not in (1, n):
-            raise ValueError(f"{setting(self, 'threshold')}={self.threshold}: give one value, or one per Linear layer "
-                             f"({n} in this network).")
+            raise ContractError(f"{setting(self, 'threshold')}={self.threshold}: give one value, or one per Linear "
+                                f"layer ({n} in this network).")
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -13,7 +13,8 @@ shared state):
   change that gradient behind their back (mixed precision) are refused.
 
 What a method may rely on of the data, the module and the network is declared in
-:mod:`lightning_cl.methods.contract` and checked in :meth:`Method.setup`.
+:mod:`lightning_cl.methods.contract` and checked in :meth:`Method.check_setup` (at setup, and by
+the CLI before a run writes anything).
 
 **Declared state.** A method lists in ``keeps`` the attributes it keeps across steps and tasks
 (tensors, dicts and lists of them, plain data, or objects with ``state_dict`` /
@@ -83,9 +84,15 @@ class Method(TaskCallback):
     def state_key(self) -> str:
         return self._generate_state_key(**self.settings)
 
+    def check_setup(self, datamodule: Any, pl_module: LightningModule) -> None:
+        """Raise :class:`~lightning_cl.methods.contract.ContractError` if this method cannot run with
+        ``datamodule`` and ``pl_module``: the contract, and (in a subclass) settings that must fit the
+        network. Called at setup, and by the CLI before the run writes anything."""
+        check_contract(type(self).__name__, datamodule, pl_module, self.requires_network)
+
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        check_contract(type(self).__name__, trainer.datamodule, pl_module, self.requires_network)
+        self.check_setup(trainer.datamodule, pl_module)
 
     @override
     def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:

@@ -115,6 +115,7 @@ def summary(groups: Sequence[Group]) -> dict[str, Any]:
                 "n_seeds": len(g.runs), "seeds": [r.record.seed for r in g.runs],
                 **{m.key: g.stats(m.key) for m in CL_METRICS},
                 "runs": [str(r.path) for r in g.runs],
+                "warnings": [f"{r.path}: {w}" for r in g.runs for w in r.record.warnings],
             }
             for g in groups
         ],

@@ -5,7 +5,8 @@ directories (e.g. ``lightning_logs``). Writes into OUT_DIR:
 
 * ``report.md``: a table per benchmark x scenario (each method's ACC, BWT, FWT, forgetting
   and learning accuracy, mean ± std over seeds, n), then, when there are runs of the
-  notebook's experiments, the notebook's tables side by side with ours;
+  notebook's experiments, the notebook's tables side by side with ours; a group with a run
+  whose loss exploded (``results.json``'s ``warnings``) is marked ⚠, with a footnote naming the run;
 * ``summary.json``: the same groups as data (format in README.md);
 * ``acc_<benchmark>_<scenario>.png``: ACC on the tasks seen so far against the number of
   tasks trained, a line per method with a band over seeds; and the runs' own PNGs.
@@ -32,6 +33,7 @@ from lightning_cl.results import RESULTS_FILE
 
 REPORT_FILE = "report.md"
 SUMMARY_FILE = "summary.json"
+WARNING_MARK = "⚠"  # a group with a run whose numbers are suspect (results.json's warnings), footnoted
 
 
 def _cell(stats: dict) -> str:
@@ -50,10 +52,15 @@ def comparison_tables(groups: Sequence[Group], pictures: dict[tuple[str, str], s
         lines += [f"### {key[0]}, {key[1]}-incremental", "",
                   "| " + " | ".join(["method", "n", *(m.label for m in CL_METRICS)]) + " |",
                   "|" + " --- |" * (2 + len(CL_METRICS))]
+        notes = []
         for g in (g for g in groups if (g.benchmark, g.scenario) == key):
             cells = [_cell(g.stats(m.key)) for m in CL_METRICS]
-            lines.append(f"| {g.label()} | {len(g.runs)} | " + " | ".join(cells) + " |")
+            warned = [(r, w) for r in g.runs for w in r.record.warnings]
+            lines.append(f"| {g.label()}{f' {WARNING_MARK}' if warned else ''} | {len(g.runs)} | " + " | ".join(cells) + " |")
+            notes += [f"{WARNING_MARK} {g.label()}, `{r.path / RESULTS_FILE}`: {w}." for r, w in warned]
         lines.append("")
+        if notes:
+            lines += [*notes, ""]
         if key in pictures:
             lines += [f"![ACC by tasks trained]({pictures[key]})", ""]
     return lines
@@ -102,8 +109,15 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, include_de
     return path
 
 
+class _Parser(argparse.ArgumentParser):
+    """Prints an error as one ``error:`` line and a pointer to ``--help``, as ``lightning-cl`` does."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}\ntip: `{self.prog} --help` lists every option.\n")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lightning_cl.report", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="python -m lightning_cl.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="*", help="run directories (with results.json) or folders above them")
     parser.add_argument("-o", "--out", required=True, help="output directory for report.md, summary.json, pictures")
     parser.add_argument("--include-deviating", action="store_true",
@@ -111,10 +125,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.run_dirs:
         parser.error("give run directories (or run a study: lightning-cl-study configs/studies/notebook.yaml)")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"-o {args.out} is a file, not a directory: give a directory for report.md, summary.json "
+                     "and the pictures (it is created if missing)")
     try:
         path = write_report(args.run_dirs, args.out, args.include_deviating)
     except FileNotFoundError as err:
         parser.error(str(err))
+    except OSError as err:  # a file on the way to -o, a read-only directory, a full disk
+        parser.error(f"-o {args.out} cannot be written: {err.strerror or err}"
+                     f"{f' ({err.filename})' if err.filename else ''}")
     print(f"report: {path}")
 
 
