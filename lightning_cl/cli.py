@@ -30,6 +30,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from lightning_cl import quiet
 from lightning_cl.callbacks import MOVED_TO_METHODS
 from lightning_cl.classifier import ContinualClassifier
 from lightning_cl.data.mnist_files import MNISTUnavailableError
@@ -334,6 +335,7 @@ class ContinualCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
+    quiet.install()  # Lightning's banners that say nothing about the run
     try:
         run_cli(args)
     except (MNISTUnavailableError, FloatingPointError) as err:

@@ -23,6 +23,8 @@ FORBIDDEN = {
     "recorder": {"cli", "diagnostics", "report", "study"},
     "diagnostics": {"cli", "report", "study"},
     "cli": {"report", "study"},
+    "quiet": {"maths", "models", "data", "methods", "callbacks", "classifier", "task_loop", "recorder", "cli",
+              "diagnostics", "report", "study", "metrics", "results", "settings"},
     "report": {"classifier", "task_loop", "recorder", "cli", "diagnostics", "methods", "study"},
 }
 
