@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import torch
 import yaml
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from jsonargparse import lazy_instance
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -36,6 +36,7 @@ from lightning_cl.classifier import ContinualClassifier
 from lightning_cl.data.mnist_files import MNISTUnavailableError
 from lightning_cl.data.split_mnist import SplitMNIST
 from lightning_cl.data.task_data import TaskDataModule
+from lightning_cl.progress import TaskProgressBar
 from lightning_cl.settings import resume_differences
 from lightning_cl.task_loop import TaskLoop
 from lightning_cl.trainer_checks import trainer_setting_errors
@@ -200,7 +201,7 @@ class ContinualCLI(LightningCLI):
         callbacks = config.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
         if config.get("enable_progress_bar") is not False and not any(isinstance(cb, ProgressBar) for cb in callbacks):
-            callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE))
+            callbacks.append(TaskProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE))  # names the task
         if config.get("enable_checkpointing") is not False and not any(isinstance(cb, Checkpoint) for cb in callbacks):
             # One checkpoints/last.ckpt, rewritten (atomically) at every epoch end, after the task
             # loop has moved on at a task end: `--ckpt_path .../last.ckpt` resumes any interrupted run.

@@ -81,6 +81,11 @@ class TaskLoop(TaskCallback):
     def seed(self, value: int | None) -> None:
         self.recorder.seed = value
 
+    @property
+    def epochs_in_task(self) -> int:
+        """Epochs of the current task trained so far (0 while its first runs)."""
+        return self._epochs_in_task
+
     # ----------------------------------------------------------------- Lightning hooks
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

@@ -23,8 +23,9 @@ FORBIDDEN = {
     "recorder": {"cli", "diagnostics", "report", "study"},
     "diagnostics": {"cli", "report", "study"},
     "cli": {"report", "study"},
+    "progress": {"classifier", "recorder", "cli", "diagnostics", "report", "study", "methods"},
     "quiet": {"maths", "models", "data", "methods", "callbacks", "classifier", "task_loop", "recorder", "cli",
-              "diagnostics", "report", "study", "metrics", "results", "settings"},
+              "diagnostics", "report", "study", "metrics", "results", "settings", "progress"},
     "report": {"classifier", "task_loop", "recorder", "cli", "diagnostics", "methods", "study"},
 }
 

@@ -1,19 +1,25 @@
 """What a run and a study print: none of Lightning's banners that lightning_cl/quiet.py silences,
-and the lines it keeps. Runs train on tests/synthetic.py."""
+the lines it keeps, and a progress bar that names the task. Runs train on tests/synthetic.py."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import warnings
 
 import pytest
 from lightning.fabric.utilities.warnings import PossibleUserWarning
+from lightning.pytorch import Callback, Trainer
 
 from conftest import REPO
 from lightning_cl import quiet
+from lightning_cl.classifier import ContinualClassifier
+from lightning_cl.progress import TaskProgressBar
+from lightning_cl.task_loop import TaskLoop
+from synthetic import SyntheticTasks
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")]),
        "OMP_NUM_THREADS": "1"}
@@ -33,7 +39,7 @@ task_loop:
 """
 
 
-def test_a_run_prints_no_banner(tmp_path):
+def test_a_run_prints_no_banner_and_its_bar_names_the_task(tmp_path):
     (tmp_path / "synthetic.yaml").write_text(SYNTHETIC)
     out = subprocess.run([sys.executable, "-m", "lightning_cl", "fit", "-c", str(tmp_path / "synthetic.yaml"),
                           "--trainer.default_root_dir", str(tmp_path / "runs")],
@@ -42,6 +48,10 @@ def test_a_run_prints_no_banner(tmp_path):
     assert out.returncode == 0, printed[-3000:]
     assert [banner for banner in BANNERS if banner in printed] == [], printed[:3000]
     assert "Seed set to 0" in printed and "GPU available: " in printed  # kept: the seed, and the GPU hint
+    assert re.search(r"task 1/2 \[0, 1\]: +\d+%\|", printed) and re.search(r"task 2/2 \[2, 3\]: +\d+%\|", printed)
+    assert "Epoch 1:" not in printed and "Training:" not in printed  # Lightning's descriptions
+    for line in ("task 1/2 [0, 1] (3 steps): seen-task", "task 2/2 [2, 3] (3 steps): seen-task"):
+        assert f"\n{line}" in printed  # below the task's bar, not behind it on its line
 
 
 @pytest.mark.study
@@ -79,3 +89,29 @@ def test_the_filters_silence_only_their_messages(caplog):
             logger.info(message)
     assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False",
                                                        "`Trainer.fit` stopped: No training batches."]
+
+
+class Descriptions(Callback):
+    """The training bar's description at each batch."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        self.seen.append(trainer.progress_bar_callback.train_progress_bar.desc.rstrip(": "))
+
+
+@pytest.mark.parametrize("epochs, expected", [
+    (1, ["task 1/2 [0, 1]", "task 2/2 [2, 3]"]),
+    (2, ["task 1/2 [0, 1], epoch 1/2", "task 1/2 [0, 1], epoch 2/2", "task 2/2 [2, 3], epoch 1/2",
+         "task 2/2 [2, 3], epoch 2/2"]),
+])
+def test_the_bar_names_the_task_and_the_epoch_within_it(tmp_path, epochs, expected):
+    descriptions = Descriptions()
+    trainer = Trainer(accelerator="cpu", devices=1, max_epochs=-1, reload_dataloaders_every_n_epochs=1,
+                      num_sanity_val_steps=0, limit_train_batches=2, enable_model_summary=False, logger=False,
+                      enable_checkpointing=False, default_root_dir=tmp_path,
+                      callbacks=[TaskLoop(epochs_per_task=epochs), TaskProgressBar(), descriptions])
+    datamodule = SyntheticTasks(tasks=[[0, 1], [2, 3]], batch_size=16)
+    trainer.fit(ContinualClassifier(num_outputs=datamodule.num_outputs, hidden=[8]), datamodule)
+    assert list(dict.fromkeys(descriptions.seen)) == expected
