@@ -11,12 +11,15 @@ scenario and is not set by hand.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import pickle
 import re
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -37,7 +40,7 @@ from lightning_cl.data.mnist_files import MNISTUnavailableError
 from lightning_cl.data.split_mnist import SplitMNIST
 from lightning_cl.data.task_data import TaskDataModule
 from lightning_cl.progress import TaskProgressBar
-from lightning_cl.settings import resume_differences
+from lightning_cl.settings import overrides, resume_differences
 from lightning_cl.task_loop import TaskLoop
 from lightning_cl.trainer_checks import trainer_setting_errors
 
@@ -118,7 +121,8 @@ class ContinualCLI(LightningCLI):
         parser.link_arguments("data.num_outputs", "model.num_outputs", apply_on="instantiate")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        self._check_config_files_are_yaml(parser, sys.argv[1:] if args is None else args)
+        self._args = sys.argv[1:] if args is None else args  # for the run's overrides
+        self._check_config_files_are_yaml(parser, self._args)
         super().parse_arguments(parser, args)
 
     @staticmethod
@@ -219,6 +223,21 @@ class ContinualCLI(LightningCLI):
         config = self.config[self.subcommand]
         return json.loads(self._parser(self.subcommand).dump(config, format="json", skip_none=False))
 
+    def _overrides(self) -> dict[str, Any] | None:
+        """What the command line changed from its ``-c`` files' config (:func:`lightning_cl.settings.overrides`);
+        None where that is not known (arguments given as a dict, ``-c`` files that do not parse alone)."""
+        args = getattr(self, "_args", None)
+        if not isinstance(args, (list, tuple)) or self.subcommand not in args:
+            return None
+        files = config_file_args(args[list(args).index(self.subcommand) + 1:])
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                own = self.parser.parse_args([self.subcommand, *files])[self.subcommand]
+        except SystemExit:
+            return None
+        return overrides(json.loads(self._parser(self.subcommand).dump(own, format="json", skip_none=False)),
+                         self._run_config())
+
     def before_fit(self) -> None:
         self._check_checkpoint_matches()
         self._check_checkpoint_data()
@@ -229,6 +248,7 @@ class ContinualCLI(LightningCLI):
         task_loop = self._get(self.config_init, self.task_loop_key())
         task_loop.seed = self.config[self.subcommand].get("seed_everything")
         task_loop.run_config = self._run_config()
+        task_loop.overrides = self._overrides()
 
     def fit(self, **kwargs: Any) -> None:
         try:
@@ -333,6 +353,17 @@ class ContinualCLI(LightningCLI):
             self._parser(self.subcommand).error(
                 f"ckpt_path={ckpt_path!r} was made with other tasks ({'; '.join(differences)}). "
                 "Resume with the run's own config: -c lightning_logs/version_N/config.yaml.")
+
+
+def config_file_args(args: Sequence[Any]) -> list[str]:
+    """The ``-c`` / ``--config`` arguments of ``args``, in their order: ``["-c", "a.yaml", "--config=b.yaml"]``."""
+    kept: list[str] = []
+    for flag, value in zip(args, [*args[1:], None]):
+        if flag in ("-c", "--config") and value is not None:
+            kept += [flag, value]
+        elif isinstance(flag, str) and flag.startswith("--config="):
+            kept.append(flag)
+    return kept
 
 
 def main(args: list[str] | None = None) -> None:

@@ -17,7 +17,8 @@ from typing import Any
 from lightning_cl.metrics import cl_metrics
 
 RESULTS_FILE = "results.json"
-FORMAT_VERSION = 2  # 2 added benchmark, scenario, method, task_names, random_init_accuracy and the CL metrics
+# 2 added benchmark, scenario, method, task_names, random_init_accuracy and the CL metrics; 3 added overrides
+FORMAT_VERSION = 3
 
 # Present since format 1: a file without one of them is not a results.json we can read.
 REQUIRED_KEYS = ("complete", "tasks", "accuracy_matrix", "seen_accuracy")
@@ -49,6 +50,9 @@ class RunResults:
     seed: int | None = None
     wall_time_s: float | None = None
     config: dict[str, Any] | None = None
+    # the settings the command line changed from the -c files' (lightning_cl.settings.overrides);
+    # None where not known (a file of format 1 or 2, a run not started by lightning-cl)
+    overrides: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -73,7 +77,7 @@ class RunResults:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "results") -> RunResults:
-        """The record of a parsed ``results.json`` (format 1 or 2, not newer); derived keys are recomputed."""
+        """The record of a parsed ``results.json`` (format 1 to 3, not newer); derived keys are recomputed."""
         if not isinstance(data, dict):
             raise ResultsError(f"{source}: not a JSON object")
         missing = [k for k in REQUIRED_KEYS if k not in data]

@@ -64,7 +64,7 @@ class TaskLoop(TaskCallback):
         self._epochs_in_task = 0
         self._task_start_step = 0
 
-    # The CLI records the resolved config and the seed in results.json through these.
+    # The CLI records the resolved config, its overrides and the seed in results.json through these.
     @property
     def run_config(self) -> dict[str, Any] | None:
         return self.recorder.run_config
@@ -72,6 +72,14 @@ class TaskLoop(TaskCallback):
     @run_config.setter
     def run_config(self, value: dict[str, Any] | None) -> None:
         self.recorder.run_config = value
+
+    @property
+    def overrides(self) -> dict[str, Any] | None:
+        return self.recorder.overrides
+
+    @overrides.setter
+    def overrides(self, value: dict[str, Any] | None) -> None:
+        self.recorder.overrides = value
 
     @property
     def seed(self) -> int | None:

@@ -72,7 +72,7 @@ def test_tasks_run_in_order_on_their_own_classes(recorded):
 def test_results_json_has_one_row_per_task(recorded):
     _, results, _, _ = recorded
     assert results["complete"] is True and results["tasks"] == TASKS
-    assert results["format_version"] == 2
+    assert results["format_version"] == 3
     assert (results["benchmark"], results["scenario"], results["method"]) == ("synthetic", "class", "none")
     assert results["epochs_per_task"] == [2, 1, 2] and results["steps_per_task"] == [10, 5, 10]
     matrix = results["accuracy_matrix"]
