@@ -107,11 +107,11 @@ def test_report_writes_tables_summary_and_a_picture_per_benchmark_and_scenario(t
     assert "| none | 2 | 0.8500 ± 0.0707 |" in report  # ACC (0.6+1)/2 and (0.8+1)/2
     assert "| joint | 1 | 0.9000 |" in report
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["format_version"] == 1
+    assert summary["format_version"] == 2
     none = next(g for g in summary["groups"] if (g["benchmark"], g["method"]) == ("split_mnist", "none"))
     assert none["n_seeds"] == 2 and none["acc"]["mean"] == pytest.approx(0.85)
     assert none["bwt"]["mean"] == pytest.approx(-0.3) and none["forgetting"]["mean"] == pytest.approx(0.3)
-    assert none["fwt"]["mean"] == pytest.approx(-0.5) and set(none) >= {"settings", "runs", "scenario", "benchmark"}
+    assert none["fwt"]["mean"] == pytest.approx(-0.5) and set(none) >= {"settings", "overrides", "runs", "scenario", "benchmark"}
     assert {p.name for p in out.glob("acc_*.png")} == {"acc_split_mnist_class.png", "acc_permuted_mnist_domain.png"}
     assert "](acc_split_mnist_class.png)" in report
     assert "unreadable" in report

@@ -1,5 +1,7 @@
 """A run records the settings its command line changed from its config files (``overrides`` in
-results.json), and a resume keeps them. Runs train on tests/synthetic.py."""
+results.json), a resume keeps them, and the report names them in the group's label and in
+summary.json, so that a shortened run is never taken for the protocol. Runs train on
+tests/synthetic.py."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ import json
 from pathlib import Path
 
 from lightning_cl.cli import config_file_args, run_cli
-from lightning_cl.report.comparison import load_runs
+from lightning_cl.report import main as report
+from lightning_cl.report.comparison import group_runs, load_runs
 from lightning_cl.results import RunResults
 
 SYNTHETIC = """\
@@ -34,7 +37,7 @@ def _fit(config: Path, root: Path, *args: str) -> dict:
     return json.loads(path.read_text())
 
 
-def test_the_settings_given_after_the_config_files_are_recorded_and_kept_on_resume(tmp_path):
+def test_the_settings_given_after_the_config_files_are_recorded_kept_on_resume_and_labelled(tmp_path, capsys):
     config = tmp_path / "synthetic.yaml"
     config.write_text(SYNTHETIC)
     plain = _fit(config, tmp_path / "plain", "--data.data_dir", str(tmp_path / "data"))  # placement: no override
@@ -48,6 +51,17 @@ def test_the_settings_given_after_the_config_files_are_recorded_and_kept_on_resu
     resumed = _fit(first / "config.yaml", tmp_path / "resumed", "--ckpt_path", str(first / "checkpoints/epoch=0.ckpt"))
     assert resumed["complete"] and resumed["overrides"] == short["overrides"]
 
+    report([str(tmp_path / "plain"), str(tmp_path / "short"), "-o", str(tmp_path / "report")])
+    capsys.readouterr()
+    lines = (tmp_path / "report/report.md").read_text().splitlines()
+    assert any(line.startswith("| none | 1 |") for line in lines)  # class-IL, as configured
+    # task-IL: the heading shows the scenario, the label what else the command line changed
+    assert any(line.startswith("| none (task_loop.steps_per_task=2) | 1 |") for line in lines)
+    summary = json.loads((tmp_path / "report/summary.json").read_text())
+    assert summary["format_version"] == 2
+    assert [(g["scenario"], g["overrides"]) for g in summary["groups"]] == [
+        ("class", {}), ("task", {"task_loop.steps_per_task": 2})]
+
 
 def _write(root: Path, name: str, seed: int, lr: float, overrides: dict | None, format_version: int = 3) -> None:
     config = {"seed_everything": seed, "model": {"lr": lr}, "task_loop": {"steps_per_task": 50}}
@@ -58,10 +72,20 @@ def _write(root: Path, name: str, seed: int, lr: float, overrides: dict | None, 
     record.write(root / name / "results.json")
 
 
-def test_a_run_of_format_2_has_no_overrides(tmp_path):
+def test_a_label_names_each_override_once_beside_the_settings_that_tell_groups_apart(tmp_path):
+    short = {"task_loop.steps_per_task": 50, "data.init_args.scenario": "class"}
+    _write(tmp_path, "a", 0, 1e-3, short | {"model.lr": 1e-3})
+    _write(tmp_path, "b", 1, 1e-3, {})  # a config file that says 50 steps: the same group, labelled as a
+    _write(tmp_path, "c", 0, 1e-2, short)
+    groups = group_runs(load_runs([tmp_path])[0])
+    assert [(g.label(), len(g.runs)) for g in groups] == [("ewc (model.lr=0.001, task_loop.steps_per_task=50)", 2),
+                                                          ("ewc (model.lr=0.01, task_loop.steps_per_task=50)", 1)]
+
+
+def test_a_run_of_format_2_has_no_overrides_and_a_plain_label(tmp_path):
     _write(tmp_path, "old", 0, 1e-3, None, format_version=2)
     (run,) = load_runs([tmp_path])[0]
-    assert run.record.overrides is None
+    assert run.record.overrides is None and [g.label() for g in group_runs([run])] == ["ewc"]
 
 
 def test_the_config_file_arguments_are_picked_in_order():
