@@ -85,7 +85,8 @@ def test_the_filters_silence_only_their_messages(caplog):
     logger = logging.getLogger(quiet.LIGHTNING_LOGGERS[0])
     with caplog.at_level(logging.INFO, logger=logger.name):
         for message in ("TPU available: False, using: 0 TPU cores", "GPU available: False, used: False",
-                        "`Trainer.fit` stopped: `max_epochs=10` reached.", "`Trainer.fit` stopped: No training batches."):
+                        "`Trainer.fit` stopped: `max_epochs=10` reached.",
+                        "`Trainer.fit` stopped: No training batches."):
             logger.info(message)
     assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False",
                                                        "`Trainer.fit` stopped: No training batches."]

@@ -52,7 +52,7 @@ def test_sigkill_mid_task_then_resume_gives_the_uninterrupted_results(mnist_dir,
     resumed = fit(["-c", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints/last.ckpt")])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = results(tmp_path / "killed/lightning_logs/version_1")
-    for key in ("complete", "accuracy_matrix", "seen_accuracy", "seen_loss", "sparsity", "epochs_per_task", "global_step",
-                "overrides"):  # the overrides of the first start, though config.yaml has them all
+    for key in ("complete", "accuracy_matrix", "seen_accuracy", "seen_loss", "sparsity", "epochs_per_task",
+                "global_step", "overrides"):  # the overrides of the first start, though config.yaml has them all
         assert final[key] == expected[key], key
     assert (run / "results.json").read_text() == before  # the killed run's record is not overwritten
