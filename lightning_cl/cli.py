@@ -13,6 +13,8 @@ by hand. The network is the built-in MLP unless ``model.network`` names another
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import pickle
@@ -20,6 +22,7 @@ import re
 import sys
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
@@ -27,7 +30,7 @@ import torch
 import yaml
 from lightning.fabric.utilities.seed import max_seed_value, min_seed_value
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from jsonargparse import lazy_instance
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -35,6 +38,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from lightning_cl import quiet
 from lightning_cl.atomic_write import DISK_FULL, WriteFailed, reason
 from lightning_cl.callbacks import MOVED_TO_METHODS
 from lightning_cl.checkpoint_io import AtomicCheckpointIO
@@ -45,7 +49,8 @@ from lightning_cl.data.split_mnist import SplitMNIST
 from lightning_cl.data.task_data import TaskDataModule
 from lightning_cl.methods.contract import ContractError
 from lightning_cl.methods.method import Method
-from lightning_cl.settings import resume_differences
+from lightning_cl.progress import TaskProgressBar
+from lightning_cl.settings import overrides, resume_differences
 from lightning_cl.task_loop import TaskLoop
 from lightning_cl.trainer_checks import trainer_setting_errors
 
@@ -143,7 +148,8 @@ class ContinualCLI(LightningCLI):
         parser.link_arguments("data.input_size", "model.input_size", apply_on="instantiate")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        self._check_config_files_are_yaml(parser, sys.argv[1:] if args is None else args)
+        self._args = sys.argv[1:] if args is None else args  # for the run's overrides
+        self._check_config_files_are_yaml(parser, self._args)
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if error := seed_error((self.config.get(subcommand) if subcommand else self.config).get("seed_everything")):
@@ -229,7 +235,7 @@ class ContinualCLI(LightningCLI):
         callbacks = config.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
         if config.get("enable_progress_bar") is not False and not any(isinstance(cb, ProgressBar) for cb in callbacks):
-            callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE))
+            callbacks.append(TaskProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE))  # names the task
         if config.get("enable_checkpointing") is not False and not any(isinstance(cb, Checkpoint) for cb in callbacks):
             # One checkpoints/last.ckpt, rewritten (atomically) at every epoch end, after the task
             # loop has moved on at a task end: `--ckpt_path .../last.ckpt` resumes any interrupted run.
@@ -256,6 +262,21 @@ class ContinualCLI(LightningCLI):
         config = self.config[self.subcommand]
         return json.loads(self._parser(self.subcommand).dump(config, format="json", skip_none=False))
 
+    def _overrides(self) -> dict[str, Any] | None:
+        """What the command line changed from its ``-c`` files' config (:func:`lightning_cl.settings.overrides`);
+        None where that is not known (arguments given as a dict, ``-c`` files that do not parse alone)."""
+        args = getattr(self, "_args", None)
+        if not isinstance(args, (list, tuple)) or self.subcommand not in args:
+            return None
+        files = config_file_args(args[list(args).index(self.subcommand) + 1:])
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                own = self.parser.parse_args([self.subcommand, *files])[self.subcommand]
+        except SystemExit:
+            return None
+        return overrides(json.loads(self._parser(self.subcommand).dump(own, format="json", skip_none=False)),
+                         self._run_config())
+
     def before_fit(self) -> None:
         self._check_checkpoint_matches()
         self._check_checkpoint_data()
@@ -267,6 +288,7 @@ class ContinualCLI(LightningCLI):
         task_loop = self._get(self.config_init, self.task_loop_key())
         task_loop.seed = self.config[self.subcommand].get("seed_everything")
         task_loop.run_config = self._run_config()
+        task_loop.overrides = self._overrides()
 
     def fit(self, **kwargs: Any) -> None:
         try:
@@ -423,6 +445,17 @@ class ContinualCLI(LightningCLI):
                 "Resume with the run's own config: -c lightning_logs/version_N/config.yaml.")
 
 
+def config_file_args(args: Sequence[Any]) -> list[str]:
+    """The ``-c`` / ``--config`` arguments of ``args``, in their order: ``["-c", "a.yaml", "--config=b.yaml"]``."""
+    kept: list[str] = []
+    for flag, value in zip(args, [*args[1:], None]):
+        if flag in ("-c", "--config") and value is not None:
+            kept += [flag, value]
+        elif isinstance(flag, str) and flag.startswith("--config="):
+            kept.append(flag)
+    return kept
+
+
 def _quiet_writer_threads(hook: Callable[[threading.ExceptHookArgs], Any]) -> Callable[[threading.ExceptHookArgs], Any]:
     """``hook`` (a ``threading.excepthook``), quiet about a full disk in TensorBoard's event writer
     thread: that prints it as a traceback and raises it again in the thread that logs next, where
@@ -439,6 +472,7 @@ def _quiet_writer_threads(hook: Callable[[threading.ExceptHookArgs], Any]) -> Ca
 def main(args: list[str] | None = None) -> None:
     if not getattr(threading.excepthook, "quiet_writer_threads", False):
         threading.excepthook = _quiet_writer_threads(threading.excepthook)
+    quiet.install()  # Lightning's banners that say nothing about the run
     try:
         run_cli(args)
     except (MNISTUnavailableError, FloatingPointError) as err:

@@ -25,11 +25,13 @@ from lightning_cl.settings import grouping_settings
 class RunRecorder:
     """Measures the model after each task and keeps the run's :class:`RunResults`.
 
-    ``run_config`` (the resolved CLI config) and ``seed`` are set by the CLI.
+    ``run_config`` (the resolved CLI config), ``overrides`` (what its command line changed) and ``seed``
+    are set by the CLI; a resumed run keeps the overrides of its checkpoint.
     """
 
     def __init__(self) -> None:
         self.run_config: dict[str, Any] | None = None
+        self.overrides: dict[str, Any] | None = None
         self.seed: int | None = None
         self.results_path: Path | None = None
         self.evaluations: list[TaskEvaluation] = []
@@ -112,6 +114,7 @@ class RunRecorder:
             seed=self.seed,
             wall_time_s=round(self.elapsed(), 3),
             config=self.run_config,
+            overrides=self.overrides,
         )
 
     def write(self, record: RunResults, trainer: Trainer) -> None:
@@ -125,6 +128,7 @@ class RunRecorder:
             "evaluations": [vars(e) for e in self.evaluations],
             "random_init_accuracy": self.random_init_accuracy,
             "elapsed_s": self.elapsed(),
+            "overrides": self.overrides,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -133,3 +137,5 @@ class RunRecorder:
         self.evaluations = [TaskEvaluation(**e) for e in state["evaluations"]]
         self.random_init_accuracy = state.get("random_init_accuracy")
         self._elapsed_before = state["elapsed_s"]
+        if "overrides" in state:  # the first start knew them; a resume from the run's config.yaml sees none
+            self.overrides = state["overrides"]

@@ -19,7 +19,8 @@ from lightning_cl.metrics import cl_metrics
 
 RESULTS_FILE = "results.json"
 # Changes when a key changes meaning or a reader needs a new key (2 added benchmark, scenario,
-# method, task_names, random_init_accuracy and the CL metrics, and moved data under init_args).
+# method, task_names, random_init_accuracy and the CL metrics, and moved data under init_args;
+# overrides and warnings were added since, in format 2).
 # A key derived from the others (tasks_done, final_seen_accuracy, the metrics, warnings) is
 # recomputed on reading, and readers ignore keys they do not know: adding one keeps the version,
 # so that a file of this lightning-cl stays readable by an earlier one.
@@ -62,6 +63,9 @@ class RunResults:
     seed: int | None = None
     wall_time_s: float | None = None
     config: dict[str, Any] | None = None
+    # the settings the command line changed from the -c files' (lightning_cl.settings.overrides);
+    # None where not known (a file of format 1 or 2, a run not started by lightning-cl)
+    overrides: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     @property

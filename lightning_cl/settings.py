@@ -23,6 +23,13 @@ is read as dotted keys (:func:`flatten`). Each key has one of four roles:
 Observing callbacks (:data:`OBSERVERS`: diagnostics, Lightning's own callbacks) draw or save
 and leave the training alone: they tell no report groups apart, but as callbacks of the run
 they stay part of its identity and of the resume check.
+
+A run's **overrides** (:func:`overrides`) are the grouping settings that its command line set to
+another value than its ``-c`` files give (``task_loop.steps_per_task=50`` on a 2000-step
+protocol): ``results.json`` records them and the report names them in the group's label, so a
+shortened run is never taken for the protocol. A study's overrides count alike (the study hands
+them to the run on its command line); the scenario, the benchmark and joint training
+(:data:`SHOWN_BY_GROUP`) are not repeated in the label, as the report already shows them.
 """
 
 from __future__ import annotations
@@ -41,6 +48,10 @@ ACCELERATOR = "trainer.accelerator"
 SEED = "seed_everything"
 CALLBACKS = "trainer.callbacks"
 OBSERVERS = ("lightning_cl.diagnostics", "lightning.pytorch.callbacks")  # class_path prefixes
+# Overrides the report shows as a group's benchmark, scenario (the table's heading) or method (joint):
+# not repeated in the group's label.
+SHOWN_BY_GROUP = frozenset({"data.class_path", "data.init_args.scenario", "data.init_args.cumulative",
+                            "data.scenario", "data.cumulative"})  # the last two: records of format 1
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -91,6 +102,16 @@ def grouping_settings(config: dict[str, Any] | None) -> dict[str, Any]:
             flat |= flatten(callback.get("init_args") or {"on": True}, f"callbacks.{_callback_name(callback)}")
     flat |= flatten(config) | flatten(trainer, "trainer")
     return {key: value for key, value in flat.items() if changes_results(key) and key != SEED}
+
+
+def overrides(configured: dict[str, Any] | None, run: dict[str, Any] | None) -> dict[str, Any]:
+    """The grouping settings in which a run's resolved config differs from ``configured``, the
+    resolved config of its ``-c`` files alone: ``{"task_loop.steps_per_task": 50}``, keyed as in
+    :func:`grouping_settings`, with the run's values (None for a setting the run does not have).
+    """
+    mine, theirs = grouping_settings(run), grouping_settings(configured)
+    keys = [*mine, *(key for key in theirs if key not in mine)]
+    return {key: mine.get(key) for key in keys if mine.get(key) != theirs.get(key)}
 
 
 def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, str]:

@@ -65,7 +65,7 @@ class TaskLoop(TaskCallback):
         self._epochs_in_task = 0
         self._task_start_step = 0
 
-    # The CLI records the resolved config and the seed in results.json through these.
+    # The CLI records the resolved config, its overrides and the seed in results.json through these.
     @property
     def run_config(self) -> dict[str, Any] | None:
         return self.recorder.run_config
@@ -75,12 +75,25 @@ class TaskLoop(TaskCallback):
         self.recorder.run_config = value
 
     @property
+    def overrides(self) -> dict[str, Any] | None:
+        return self.recorder.overrides
+
+    @overrides.setter
+    def overrides(self, value: dict[str, Any] | None) -> None:
+        self.recorder.overrides = value
+
+    @property
     def seed(self) -> int | None:
         return self.recorder.seed
 
     @seed.setter
     def seed(self, value: int | None) -> None:
         self.recorder.seed = value
+
+    @property
+    def epochs_in_task(self) -> int:
+        """Epochs of the current task trained so far (0 while its first runs)."""
+        return self._epochs_in_task
 
     # ----------------------------------------------------------------- Lightning hooks
     @override

@@ -38,6 +38,7 @@ def test_sigkill_mid_task_then_resume_gives_the_uninterrupted_results(mnist_dir,
     assert straight.returncode == 0, straight.stderr[-3000:]
     expected = results(tmp_path / "straight/lightning_logs/version_0")
     assert expected["complete"] and expected["epochs_per_task"][2] >= 2  # the kill point is reached
+    assert expected["overrides"]["task_loop.epochs_per_task"] == 4  # SHRUNK, not the config's 30
 
     killed = fit([*common, "--trainer.default_root_dir", str(tmp_path / "killed")], kill=True)
     assert killed.returncode == -9, "the run was not killed"
@@ -51,6 +52,7 @@ def test_sigkill_mid_task_then_resume_gives_the_uninterrupted_results(mnist_dir,
     resumed = fit(["-c", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints/last.ckpt")])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = results(tmp_path / "killed/lightning_logs/version_1")
-    for key in ("complete", "accuracy_matrix", "seen_accuracy", "seen_loss", "sparsity", "epochs_per_task", "global_step"):
+    for key in ("complete", "accuracy_matrix", "seen_accuracy", "seen_loss", "sparsity", "epochs_per_task",
+                "global_step", "overrides"):  # the overrides of the first start, though config.yaml has them all
         assert final[key] == expected[key], key
     assert (run / "results.json").read_text() == before  # the killed run's record is not overwritten

@@ -7,7 +7,7 @@ import yaml
 from conftest import REPO
 from lightning_cl.cli import run_cli
 from lightning_cl.settings import (ACCELERATOR, PLACEMENT, SEED, changes_results, flatten, grouping_settings,
-                                   resume_differences)
+                                   overrides, resume_differences)
 
 EWC = {"class_path": "lightning_cl.methods.ewc.EWC", "init_args": {"lam": 1e5, "fisher": "empirical"}}
 PICTURE = {"class_path": "lightning_cl.diagnostics.AccuracyMatrix"}
@@ -71,3 +71,15 @@ def test_groups_are_told_apart_by_computing_settings_devices_included():
 def test_only_placement_and_the_accelerator_never_change_results():
     assert not changes_results("trainer.accelerator") and not changes_results("data.init_args.data_dir")
     assert changes_results(SEED) and changes_results("trainer.devices") and changes_results("trainer.callbacks")
+
+
+def test_overrides_are_the_grouping_settings_that_differ_from_the_config_files():
+    configured = _config()
+    run = _config(accelerator="gpu", default_root_dir="elsewhere", devices=2)  # placement, the accelerator: not
+    run |= {SEED: 3, "task_loop": {"steps_per_task": 50}}
+    run["trainer"]["callbacks"] = [{**EWC, "init_args": {**EWC["init_args"], "lam": 1e9}}, PICTURE]
+    assert overrides(configured, run) == {"callbacks.EWC.lam": 1e9, "trainer.devices": 2,
+                                          "task_loop.steps_per_task": 50}
+    assert overrides(configured, _config()) == {}
+    without = _config(callbacks=[PICTURE])  # a callback left out: its settings are None
+    assert overrides(configured, without) == {"callbacks.EWC.lam": None, "callbacks.EWC.fisher": None}

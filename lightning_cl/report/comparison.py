@@ -2,7 +2,9 @@
 scenario, method, and every grouping setting that differs between runs of the same method:
 :func:`lightning_cl.settings.grouping_settings`), and summarise each group over its seeds
 (mean ± std of each metric of :data:`lightning_cl.metrics.CL_METRICS`). Directory and
-config-file names play no part.
+config-file names play no part. A group's label also names the settings its runs' command
+lines changed from their config files (``overrides``), so that a shortened run reads
+``ewc (task_loop.steps_per_task=50)``, never plain ``ewc``.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from typing import Any
 
 from lightning_cl.metrics import CL_METRICS
 from lightning_cl.results import RESULTS_FILE, ResultsError, RunResults
-from lightning_cl.settings import grouping_settings
+from lightning_cl.settings import SHOWN_BY_GROUP, grouping_settings
 
-SUMMARY_FORMAT_VERSION = 1
+SUMMARY_FORMAT_VERSION = 1  # groups gained overrides and warnings since, optional keys in format 1
 
 
 @dataclass
@@ -39,6 +41,9 @@ class Group:
     method: str
     settings: dict[str, Any]
     runs: list[LoadedRun] = field(default_factory=list)
+    # what the runs' command lines changed from their -c files, beyond ``settings`` and what the
+    # group's benchmark, scenario and method show (lightning_cl.settings.SHOWN_BY_GROUP)
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     def values(self, metric: str) -> list[float]:
         return [v for r in self.runs if (v := r.record.metrics()[metric]) is not None and math.isfinite(v)]
@@ -49,9 +54,11 @@ class Group:
                 "std": statistics.stdev(values) if len(values) > 1 else None}
 
     def label(self) -> str:
-        if not self.settings:
+        """``ewc``, ``ewc (model.lr=0.01, task_loop.steps_per_task=50)``: the settings, then the overrides."""
+        shown = self.settings | self.overrides
+        if not shown:
             return self.method
-        return f"{self.method} ({', '.join(f'{k}={_short(v)}' for k, v in self.settings.items())})"
+        return f"{self.method} ({', '.join(f'{k}={_short(v)}' for k, v in shown.items())})"
 
 
 def _short(value: Any) -> str:
@@ -102,6 +109,10 @@ def group_runs(runs: Sequence[LoadedRun]) -> list[Group]:
             group = by_setting.setdefault(key, Group(benchmark, scenario, method, chosen))
             group.runs = [r for r in group.runs if r.record.seed != run.record.seed] + [run]
         groups.extend(by_setting[k] for k in sorted(by_setting))
+    for group in groups:
+        for run in group.runs:  # a group's runs have the same settings: an override's value is theirs
+            group.overrides |= {k: v for k, v in (run.record.overrides or {}).items()
+                                if k not in group.settings and k not in SHOWN_BY_GROUP and k not in group.overrides}
     return groups
 
 
@@ -112,6 +123,7 @@ def summary(groups: Sequence[Group]) -> dict[str, Any]:
         "groups": [
             {
                 "benchmark": g.benchmark, "scenario": g.scenario, "method": g.method, "settings": g.settings,
+                "overrides": g.overrides,
                 "n_seeds": len(g.runs), "seeds": [r.record.seed for r in g.runs],
                 **{m.key: g.stats(m.key) for m in CL_METRICS},
                 "runs": [str(r.path) for r in g.runs],

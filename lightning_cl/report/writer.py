@@ -4,7 +4,9 @@ Each RUN_DIR is a run's log directory (with ``results.json``) or any folder abov
 directories (e.g. ``lightning_logs``). Writes into OUT_DIR:
 
 * ``report.md``: a table per benchmark x scenario (each method's ACC, BWT, FWT, forgetting
-  and learning accuracy, mean ± std over seeds, n), then, when there are runs of the
+  and learning accuracy, mean ± std over seeds, n; a row's label names the settings that tell
+  groups apart and what the runs' command lines changed from their configs, e.g.
+  ``ewc (task_loop.steps_per_task=50)``), then, when there are runs of the
   notebook's experiments, the notebook's tables side by side with ours; a group with a run
   whose loss exploded (``results.json``'s ``warnings``) is marked ⚠, with a footnote naming the run;
 * ``summary.json``: the same groups as data (format in README.md);

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lightning_cl import quiet
 from lightning_cl.metrics import ACC
 from lightning_cl.study.plan import RunSpec, StudyError, load_study, plan
 from lightning_cl.study.worker import Outcome, complete_results, last_checkpoint
@@ -104,6 +105,7 @@ def run_study(study_file: str | Path, root: str | Path, seeds: list[int] | None 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    quiet.install()  # the resolver builds the CLI in this process
     args = parse_args(argv)
     options = {k: getattr(args, k) for k in ("executor", "jobs", "threads", "jobs_per_gpu", "partition", "time",
                                              "gpus_per_job", "chunk_size")}

@@ -182,6 +182,9 @@ def init_worker(threads: int | None = None, gpu: int | None = None) -> None:
     import torch
 
     import lightning_cl.cli  # noqa: F401  (the import that warm workers pay once)
+    from lightning_cl import quiet
+
+    quiet.install()  # a spawned worker starts with Python's filters, not its runner's
 
     if threads:
         torch.set_num_threads(threads)
