@@ -83,45 +83,107 @@ def test_per_example_gradients_match_a_loop_over_single_examples(tiny):
     assert torch.allclose(jac["head.weight"][torch.arange(11), y], grads["head.weight"], atol=1e-6)  # its row y
 
 
+@pytest.fixture(params=["batch", "none"], ids=["batchnorm", "plain"])
+def tiny_any(request):
+    """The tiny MLP with BatchNorm (the per-example vmap path) and without (the factored path)."""
+    torch.manual_seed(0)
+    net = MLP(norm=request.param, in_features=5, hidden=(4, 3), num_classes=4)
+    net.train()
+    net(torch.randn(32, 5) * 2 + 1)
+    x = torch.randn(11, 5)
+    t = torch.tensor([0, 1] * 5 + [1])
+    return net, x, torch.randint(0, 2, (11,)) + 2 * t, t
+
+
+@pytest.mark.parametrize("linears", [False, True], ids=["vmap", "linears"])
 @pytest.mark.parametrize("masked", [False, True], ids=["class-IL", "task-IL"])
-def test_fisher_diagonal_is_the_mean_squared_log_likelihood_gradient(tiny, masked):
-    net, x, y, t = tiny
+def test_fisher_diagonal_is_the_mean_squared_log_likelihood_gradient(tiny_any, masked, linears):
+    net, x, y, t = tiny_any
     unit_mask = UNIT_MASK if masked else None
 
     def log_likelihood(logits, yi, ti):
         return F.log_softmax(mask_logits(logits[None], ti[None], unit_mask)[0], dim=0)[yi]
 
     rows = brute_force(net, x, y, t, log_likelihood)
-    fisher = fisher_diagonal(net, x, y, t, unit_mask=unit_mask, chunk_size=4)  # chunks of 4, 4 and 3
+    layers = net.linear_layers() if linears else None
+    fisher = fisher_diagonal(net, x, y, t, unit_mask=unit_mask, chunk_size=4, linears=layers)  # chunks of 4, 4, 3
+    assert net.training  # mode restored
     for name, f in fisher.items():
         expected = torch.stack([r[name] for r in rows]).square().mean(0)
         assert f.shape == dict(net.named_parameters())[name].shape
         assert torch.allclose(f, expected, atol=1e-7), name
     if masked:  # another task's output units get no Fisher from an example
-        only_task0 = fisher_diagonal(net, x[t == 0], y[t == 0], t[t == 0], unit_mask=UNIT_MASK)
+        only_task0 = fisher_diagonal(net, x[t == 0], y[t == 0], t[t == 0], unit_mask=UNIT_MASK, linears=layers)
         assert only_task0["head.weight"][2:].abs().max() == 0 and only_task0["head.weight"][:2].abs().max() > 0
 
 
+@pytest.mark.parametrize("linears", [False, True], ids=["vmap", "linears"])
 @pytest.mark.parametrize("masked", [False, True], ids=["class-IL", "task-IL"])
-def test_expected_fisher_weights_every_label_s_squared_gradient_by_its_probability(tiny, masked):
-    net, x, y, t = tiny
+def test_expected_fisher_weights_every_label_s_squared_gradient_by_its_probability(tiny_any, masked, linears):
+    net, x, y, t = tiny_any
     unit_mask = UNIT_MASK if masked else None
     net.eval()
     with torch.no_grad():
         probs = F.softmax(mask_logits(net(x)[0], t, unit_mask), dim=1)
     expected = None
-    for c in range(probs.shape[1]):
+    for c in range(probs.shape[1]):  # brute force: every label, one example at a time
         def log_likelihood(logits, yi, ti, c=c):
             return F.log_softmax(mask_logits(logits[None], ti[None], unit_mask)[0], dim=0)[c]
 
         rows = brute_force(net, x, y, t, log_likelihood)
         part = {n: torch.stack([probs[i, c] * r[n].square() for i, r in enumerate(rows)]).mean(0) for n in rows[0]}
         expected = part if expected is None else {n: expected[n] + part[n] for n in part}
-    fisher = fisher_diagonal(net, x, y, t, unit_mask=unit_mask, chunk_size=4, labels="expected")
+    layers = net.linear_layers() if linears else None
+    fisher = fisher_diagonal(net, x, y, t, unit_mask=unit_mask, chunk_size=4, labels="expected", linears=layers)
     for name, f in fisher.items():
         assert torch.allclose(f, expected[name], atol=1e-7), name
+    # Not the empirical Fisher: the labels the model gives probability to count, not only the true one.
+    empirical = fisher_diagonal(net, x, y, t, unit_mask=unit_mask, labels="empirical", linears=layers)
+    assert not torch.allclose(empirical["head.weight"], fisher["head.weight"], atol=1e-4)
     with pytest.raises(ValueError, match="labels='true'"):
         fisher_diagonal(net, x, y, t, labels="true")
+
+
+class Softmax(torch.nn.Module):
+    """Softmax regression, ``logits = W x + b``: its Fisher has a closed form."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.head(x), ()
+
+    def linear_layers(self):
+        return [self.head]
+
+
+@pytest.mark.parametrize("linears", [False, True], ids=["vmap", "linears"])
+def test_expected_fisher_of_softmax_regression_is_the_closed_form(linears):
+    # d log p_c / d z_k = [c = k] - p_k, so F_W[k, j] = mean_n sum_c p_nc ([c = k] - p_nk)^2 x_nj^2
+    # = mean_n p_nk (1 - p_nk) x_nj^2 and F_b[k] = mean_n p_nk (1 - p_nk): the variance of the
+    # one-hot label under the model, times the input squared. Worked by hand for one example with
+    # W = 0, b = (0, 0, ln 2): p = (1/4, 1/4, 1/2), p (1 - p) = (3/16, 3/16, 1/4).
+    net = Softmax()
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.copy_(torch.tensor([0.0, 0.0, 0.6931471805599453]))
+    x, y = torch.tensor([[1.0, 2.0, -1.0]]), torch.tensor([0])
+    fisher = fisher_diagonal(net, x, y, labels="expected", linears=net.linear_layers() if linears else None)
+    variance = torch.tensor([3 / 16, 3 / 16, 1 / 4])
+    assert torch.allclose(fisher["head.bias"], variance, atol=1e-6)
+    assert torch.allclose(fisher["head.weight"], variance[:, None] * torch.tensor([[1.0, 4.0, 1.0]]), atol=1e-6)
+    # The empirical Fisher of the true label 0: ([0 = k] - p_k)^2 = (9/16, 1/16, 1/4).
+    empirical = fisher_diagonal(net, x, y, labels="empirical", linears=net.linear_layers() if linears else None)
+    assert torch.allclose(empirical["head.bias"], torch.tensor([9 / 16, 1 / 16, 1 / 4]), atol=1e-6)
+
+
+def test_the_factored_fisher_is_not_used_for_parameters_outside_the_linear_layers(tiny):
+    net, x, y, t = tiny  # BatchNorm's scale and shift are trainable and not in linear_layers()
+    from lightning_cl.maths.passes import _factored_fisher
+
+    assert _factored_fisher(net, net.linear_layers(), x, y, None, "expected", 4) is None
+    assert _factored_fisher(net, net.linear_layers()[:-1], x, y, None, "expected", 4) is None
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["class-IL", "task-IL"])

@@ -1,6 +1,6 @@
 """Pure passes over data that continual-learning methods share: a mean-loss gradient (OGD),
-per-example gradients (OGD's paper variants), the diagonal empirical Fisher (EWC, Kirkpatrick
-et al. 2017), the output-norm importance (MAS, Aljundi et al. 2018) and the layer inputs (GPM).
+per-example gradients (OGD's paper variants), the diagonal Fisher, empirical or expected (EWC,
+Kirkpatrick et al. 2017), the output-norm importance (MAS, Aljundi et al. 2018) and the layer inputs (GPM).
 
 Nothing here knows about Lightning: each function takes a module (or a forward function) and
 tensors, leaves the module as it found it (mode, BatchNorm statistics), and is unit-tested on
@@ -156,37 +156,51 @@ def fisher_diagonal(
     unit_mask: torch.Tensor | None = None,
     chunk_size: int = 100,
     labels: str = "empirical",
+    linears: Sequence[nn.Module] | None = None,
 ) -> dict[str, torch.Tensor]:
     """EWC's diagonal Fisher: the mean over the examples of the squared gradient of a
-    log-likelihood ``log softmax(logits)[c]``, in eval mode.
+    log-likelihood ``log softmax(logits)[c]``, one example at a time, in eval mode.
 
     ``labels="empirical"`` takes the true label ``c = y`` (the empirical Fisher);
     ``labels="expected"`` takes every class, weighted by the model's probability of it,
-    ``sum_c p_c (d log p_c)^2`` (the Fisher information itself, as van de Ven et al.'s code
-    does by default). They differ most where the model is confident: on a task it has learnt
-    to a loss near 0, the empirical Fisher is near 0 too (``(1 - p)^2`` against ``(1 - p)``).
+    ``sum_c p_c (d log p_c)^2`` (the Fisher information itself, the default of van de Ven et
+    al.'s code: ``fisher_labels='all'``). They differ most where the model is confident: on a
+    task it has learnt to a loss near 0, the empirical Fisher is near 0 too (``(1 - p)^2``
+    against ``(1 - p)``).
 
     ``unit_mask`` (task-IL, ``(tasks, outputs)`` bool) restricts each example's softmax to its
     task's units, as the training loss does. Returns ``{name: tensor shaped like the parameter}``.
+
+    ``linears`` (the network's ``linear_layers()``): where every trainable parameter is a weight
+    or bias of one of them, each layer runs once per forward pass on ``(batch, features)``
+    inputs, the per-example gradients are not formed: a Linear layer's gradient for one example
+    is ``d h^T`` (``h`` its input, ``d`` the gradient at its output), so its square is
+    ``d^2 (h^2)^T`` and the sum over examples is one matrix product,
+    ``(sum_c p_c d_c^2)^T h^2`` (:func:`_factored_fisher`). It costs a forward pass and one
+    backward pass per label of each chunk instead of one per example and label: the expected
+    Fisher of a Split-MNIST task (~10,800 examples, 10 outputs) in seconds instead of minutes.
+    Otherwise (or without ``linears``) the per-example gradients are taken with ``vmap``.
     """
-    def masked(logits: torch.Tensor, ui: torch.Tensor) -> torch.Tensor:
-        return logits.masked_fill(~ui, torch.finfo(logits.dtype).min)  # as mask_logits does
+    if labels not in ("empirical", "expected"):
+        raise ValueError(f"labels={labels!r}: use 'empirical' or 'expected'")
+    units = _units(t, unit_mask)
+    if linears is not None:
+        fisher = _factored_fisher(module, linears, x, y, units, labels, chunk_size)
+        if fisher is not None:
+            return fisher
 
     def log_likelihood(logits: torch.Tensor, yi: torch.Tensor, ui: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(masked(logits, ui), dim=0).gather(0, yi.unsqueeze(0)).squeeze(0)
+        return F.log_softmax(_masked(logits, ui), dim=0).gather(0, yi.unsqueeze(0)).squeeze(0)
 
-    units = _units(t, unit_mask)
     if labels == "empirical":
         return _mean_over_chunks(module, x, y, units, log_likelihood, torch.square, chunk_size)
-    if labels != "expected":
-        raise ValueError(f"labels={labels!r}: use 'empirical' or 'expected'")
     # E_c[(d log p_c)^2] = sum_c p_c (d log p_c)^2: the Fisher of each class label, weighted.
     with torch.no_grad():
         was_training = module.training
         module.eval()
         logits = _logits(module(x))
         module.train(was_training)
-        probs = F.softmax(logits if units is None else masked(logits, units), dim=1)
+        probs = F.softmax(logits if units is None else _masked(logits, units), dim=1)
     total: dict[str, torch.Tensor] = {}
     for c in range(probs.shape[1]):
         if not probs[:, c].any():
@@ -197,6 +211,76 @@ def fisher_diagonal(
         )
         total = fisher if not total else {n: total[n] + f for n, f in fisher.items()}
     return total
+
+
+def _masked(logits: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+    """``logits`` with the units an example may not use at the lowest float (as ``mask_logits`` does)."""
+    return logits.masked_fill(~units, torch.finfo(logits.dtype).min)
+
+
+def _factored_fisher(
+    module: nn.Module, linears: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor,
+    units: torch.Tensor | None, labels: str, chunk_size: int,
+) -> dict[str, torch.Tensor] | None:
+    """:func:`fisher_diagonal` from the Linear layers' factors, or None where the network is not
+    made of ``linears`` alone (a trainable parameter outside them, a layer that runs twice in a
+    forward pass or on inputs that are not ``(batch, features)``)."""
+    params = trainable_parameters(module)
+    names = {id(p): n for n, p in params.items()}
+    layer_names = [(names.get(id(layer.weight)), names.get(id(layer.bias)) if layer.bias is not None else None)
+                   for layer in linears if isinstance(layer, nn.Linear)]
+    covered = {n for pair in layer_names for n in pair if n is not None}
+    if len(layer_names) != len(linears) or covered != set(params):
+        return None
+    totals = {n: torch.zeros_like(p, memory_format=torch.contiguous_format).detach() for n, p in params.items()}
+    inputs: dict[int, torch.Tensor] = {}
+    outputs: dict[int, torch.Tensor] = {}
+    fits = [True]
+
+    def keep(i: int):
+        def hook(layer: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            if i in outputs or args[0].dim() != 2:
+                fits[0] = False
+            inputs[i], outputs[i] = args[0].detach(), out
+        return hook
+
+    handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(linears)]
+    was_training = module.training
+    module.eval()
+    try:
+        for start in range(0, len(x), chunk_size):
+            end = start + chunk_size
+            inputs.clear()
+            outputs.clear()
+            with torch.enable_grad():
+                logits = _logits(module(x[start:end]))
+                if not fits[0] or len(outputs) != len(linears):
+                    return None
+                if units is not None:
+                    logits = _masked(logits, units[start:end])
+                log_p = F.log_softmax(logits, dim=1)
+                outs = [outputs[i] for i in range(len(linears))]
+                if labels == "empirical":
+                    terms = [(log_p.gather(1, y[start:end, None]).sum(), None)]
+                else:
+                    probs = log_p.detach().exp()
+                    terms = [(log_p[:, c].sum(), probs[:, c, None]) for c in range(log_p.shape[1]) if probs[:, c].any()]
+                # Per example and layer output, sum_c p_c d_c^2 (the true label's d^2 alone, empirical).
+                weighted = [torch.zeros_like(o, requires_grad=False) for o in outs]
+                for k, (value, weight) in enumerate(terms):
+                    deltas = torch.autograd.grad(value, outs, retain_graph=k + 1 < len(terms))
+                    for a, d in zip(weighted, deltas):
+                        a.add_(d.square() if weight is None else weight * d.square())
+            for i, (weight_name, bias_name) in enumerate(layer_names):
+                if weight_name is not None:
+                    totals[weight_name] += weighted[i].T @ inputs[i].square()
+                if bias_name is not None:
+                    totals[bias_name] += weighted[i].sum(0)
+    finally:
+        for handle in handles:
+            handle.remove()
+        module.train(was_training)
+    return {n: v / max(len(x), 1) for n, v in totals.items()}
 
 
 def output_norm_importance(
