@@ -49,6 +49,7 @@ def test_first_examples_takes_the_first_n_over_batches():
     x, y, t = first_examples(iter(batches), 6)
     assert y.tolist() == [0, 1, 2, 3, 4, 5] and len(x) == len(t) == 6
     assert first_examples(iter(batches), 100)[1].tolist() == list(range(12))
+    assert first_examples(iter(batches), None)[1].tolist() == list(range(12))  # None: the whole pass
 
 
 def test_mean_loss_gradient_is_the_batch_average_and_restores_batchnorm_and_mode(tiny):

@@ -36,14 +36,15 @@ def trainable_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
     return {name: p for name, p in module.named_parameters() if p.requires_grad}
 
 
-def first_examples(batches: Iterable[Batch], n: int) -> Batch:
+def first_examples(batches: Iterable[Batch], n: int | None) -> Batch:
     """The first ``n`` examples of ``batches`` as one ``(x, y, t)`` (fewer if there are not
-    that many). On a shuffled pass (``task_train_loader``) they are a random sample of the task."""
+    that many; None: all of them). On a shuffled pass (``task_train_loader``) they are a random
+    sample of the task."""
     parts, count = [], 0
     for batch in batches:
         parts.append(batch[:3])
         count += len(batch[1])
-        if count >= n:
+        if n is not None and count >= n:
             break
     return tuple(torch.cat(p)[:n] for p in zip(*parts))
 
