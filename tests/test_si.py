@@ -66,6 +66,28 @@ def test_importance_on_a_quadratic_loss_is_the_normalised_path_integral():
     assert (si.omega["theta"] > first).all()
 
 
+def test_the_path_integral_takes_the_gradient_with_si_s_own_penalty():
+    # As the reference code (update_importance_estimates reads p.grad of the whole loss, to which
+    # train_a_batch added reg_strength * surrogate_loss): g = a theta + 2 c omega (theta - theta*).
+    module, si, c = quadratic_module(), SI(c=2.0, xi=0.1), 2.0
+    optimizer = torch.optim.SGD(module.network.parameters(), lr=LR)
+    si.on_task_start(None, module, 0)
+    sgd_steps(si, module, 3, optimizer)
+    si.consolidate(None, module, 0)
+    omega, anchor = si.omega["theta"].clone(), si.anchor["theta"].clone()
+    si.on_task_start(None, module, 1)
+    theta, w, w_loss_only = module.network.theta.detach().clone(), torch.zeros(3), torch.zeros(3)
+    for _ in range(4):  # SGD by hand: delta = -lr g, so -g * delta = lr g^2
+        g = A * theta + 2 * c * omega * (theta - anchor)
+        w += LR * g**2
+        w_loss_only += LR * g * (A * theta)
+        theta = theta - LR * g
+    sgd_steps(si, module, 4, optimizer)
+    assert torch.allclose(module.network.theta.detach(), theta, rtol=1e-6)
+    assert torch.allclose(si.path["theta"], w, rtol=1e-5)
+    assert not torch.allclose(si.path["theta"], w_loss_only, rtol=1e-2)  # the data loss's gradient alone
+
+
 def test_no_penalty_before_the_first_task_ends():
     module, si = quadratic_module(), SI(c=1.0)
     si.on_task_start(None, module, 0)

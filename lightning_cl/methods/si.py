@@ -5,6 +5,16 @@ While a task trains, each parameter's contribution to the drop in the loss is ac
 along the optimisation path, ``w = sum over steps of -g * delta`` (``g`` the gradient, ``delta``
 the step's change). At the task's end it is normalised by how far the parameter moved,
 ``omega += w / (Delta^2 + xi)``, and later tasks pay ``c * sum omega (theta - theta*)^2``.
+
+As van de Ven, Tuytelaars & Tolias 2022 ("Three types of incremental learning") compute it, whose
+Split-MNIST ``c`` the config holds. Reference code: github.com/GMvandeVen/continual-learning at
+commit df9f983c1f3981496d2ca128cbdf1d846e33adab, ``models/cl/continual_learner.py``:
+``update_importance_estimates`` (``W[n].add_(-p.grad*(p.detach()-p_old[n]))`` after every step,
+``train.py`` ``train_cl``), ``update_omega`` (``omega_add = W[n]/(p_change**2 + epsilon)``, the
+change since the task started) and ``surrogate_loss`` (``(omega * (p-prev_values)**2).sum()``,
+times ``reg_strength``). The ``p.grad`` there is the gradient of the whole loss, SI's own penalty
+included: ``models/classifier.py``, ``train_a_batch``, adds ``reg_strength * surrogate_loss()`` to
+``loss_total`` before ``loss_total.backward()``.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ class SI(QuadraticPenalty):
     """Penalise moving the parameters whose path integral says they reduced an earlier task's loss.
 
     ``g`` is the gradient the optimiser used (of the whole loss, SI's own penalty included, as
-    in van de Ven et al.'s code) and ``delta`` the step's change, both read in
+    in the reference code: see the module docstring) and ``delta`` the step's change, both read in
     ``on_train_batch_end``, after the step, against the parameters kept in
     ``on_before_optimizer_step``. Every step after the first task adds
     the gradient of ``c * sum_i omega_i (theta_i - theta*_i)^2``
