@@ -6,8 +6,8 @@ shared state):
 
 * :meth:`Method.loss_terms` returns named loss terms, added to the loss and logged as
   ``train/loss_<name>``;
-* :meth:`Method.current_loss_weight` scales the current batch's cross-entropy (LwF and ER
-  weight it by ``1/t`` in task ``t``);
+* :meth:`Method.current_loss_weight` scales the current batch's cross-entropy (ER weights it
+  by ``1/t`` in task ``t``);
 * gradient methods (OGD, A-GEM, GPM) act in ``on_before_optimizer_step``, once per optimiser
   step on the final gradient, and set ``projects_gradients`` so that settings that would
   change that gradient behind their back (mixed precision) are refused.
