@@ -4,8 +4,10 @@ interleaved ``--rounds`` times.
 
 Each run trains tasks [0, 1] and [2, 3] for ``--steps`` steps each (class-IL) and times task
 2's steps, where every method is active (its memory, penalty or basis holds task 1). Prints
-the median ms per step, the ratio to naive fine-tuning, and the method's extra state (its
-checkpointed tensors) in MiB. Targets: regularisers (EWC, SI, MAS) at most 1.2x; ER and LwF
+the median ms per step, the ratio to naive fine-tuning, the method's extra state (its
+checkpointed tensors) in MiB, and the seconds its end of task 1 takes beyond naive fine-tuning's
+(from task 1's last step to task 2's first: what the method keeps of the task, e.g. EWC's
+expected Fisher over all of the task's training examples). Targets: regularisers (EWC, SI, MAS) at most 1.2x; ER and LwF
 at most 2.2x (twice the forward work); A-GEM, GPM, OGD at most 2.5x.
 
     python benchmarks/method_cost.py --steps 200 --rounds 3
@@ -15,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 import torch
+from lightning.pytorch import Callback
 
 from lightning_cl.methods.method import methods_of
 from task_step_cost import timed_fit
@@ -27,6 +31,23 @@ METHODS = {
     **{name: ["-c", f"configs/methods/{name}.yaml"]
        for name in ("ewc", "online_ewc", "si", "mas", "lwf", "er", "agem", "gpm", "ogd")},
 }
+
+
+class TaskEndTimer(Callback):
+    """Seconds from the first task's last training step to the second task's first: the task end
+    (the recorder's evaluation, and each method's consolidate)."""
+
+    def __init__(self) -> None:
+        self.last_step = 0.0
+        self.seconds: float | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.datamodule.current_task == 0:
+            self.last_step = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.datamodule.current_task == 1 and self.seconds is None:
+            self.seconds = time.perf_counter() - self.last_step
 
 
 def state_mib(state) -> float:
@@ -49,17 +70,22 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}")
     times: dict[str, list[float]] = {name: [] for name in METHODS}
     memory: dict[str, float] = {}
+    task_end: dict[str, list[float]] = {name: [] for name in METHODS}
     for r in range(args.rounds):
         for name, extra in METHODS.items():
-            ms, trainer = timed_fit([*BASE, *extra], args.steps, args.data_dir)
+            timer = TaskEndTimer()
+            ms, trainer = timed_fit([*BASE, *extra], args.steps, args.data_dir, callbacks=(timer,))
             times[name].append(ms)
+            task_end[name].append(timer.seconds)
             memory[name] = sum(state_mib(m.state_dict()) for m in methods_of(trainer))
         print(f"round {r + 1}: " + ", ".join(f"{n} {t[-1]:.2f}" for n, t in times.items()), flush=True)
     naive = statistics.median(times["none"])
-    print(f"{'method':12s} {'ms/step':>8s} {'x naive':>8s} {'state MiB':>10s}")
+    naive_end = statistics.median(task_end["none"])
+    print(f"{'method':12s} {'ms/step':>8s} {'x naive':>8s} {'state MiB':>10s} {'task end +s':>12s}")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:12s} {median:8.2f} {median / naive:8.2f} {memory[name]:10.1f}")
+        extra_end = statistics.median(task_end[name]) - naive_end
+        print(f"{name:12s} {median:8.2f} {median / naive:8.2f} {memory[name]:10.1f} {extra_end:12.2f}")
 
 
 if __name__ == "__main__":

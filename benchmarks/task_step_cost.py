@@ -46,15 +46,16 @@ class SecondTaskTimer(Callback):
             self.end = time.perf_counter()
 
 
-def timed_fit(args: list[str], steps: int, data_dir: str):
-    """Fit two tasks of ``steps`` steps in this process; return (ms per step of task 2, the trainer)."""
+def timed_fit(args: list[str], steps: int, data_dir: str, callbacks: tuple[Callback, ...] = ()):
+    """Fit two tasks of ``steps`` steps in this process (with ``callbacks`` added); return (ms per
+    step of task 2, the trainer)."""
     timer = SecondTaskTimer()
     with tempfile.TemporaryDirectory() as tmp:
         cli = run_cli([*args, "--data.data_dir", data_dir, "--task_loop.steps_per_task", str(steps),
                        "--trainer.default_root_dir", tmp, "--trainer.enable_progress_bar", "false",
                        "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
                        "--trainer.enable_model_summary", "false"], run=False)
-        cli.trainer.callbacks.append(timer)
+        cli.trainer.callbacks.extend([timer, *callbacks])
         cli.trainer.fit(cli.model, cli.datamodule)
     return 1000 * (timer.end - timer.start) / max(timer.steps - 1, 1), cli.trainer
 
