@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -265,3 +266,47 @@ def test_the_slurm_executor_runs_chunks_of_runs_as_jobs(tmp_path, monkeypatch):
     assert sorted(o.status for o in outcomes) == ["done"] * 4
     jobs = [d for d in (tmp_path / "root" / ".submitit").iterdir() if d.name.isdigit()]
     assert len(jobs) == 2  # 4 runs in chunks of 3: two jobs
+
+
+# ----------------------------------------------------------------- a stopped study stops its workers
+
+
+def test_a_lock_of_a_worker_whose_study_is_gone_is_taken_over_once_the_worker_has_stopped(tmp_path):
+    from lightning_cl.study.worker import claimed
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    worker = subprocess.Popen(["sleep", "1"])  # an orphaned worker, ending its batch
+    lock = tmp_path / "run" / ".lock"
+    lock.parent.mkdir()
+    lock.write_text(json.dumps({"host": os.uname().nodename, "pid": worker.pid, "study_pid": dead.pid}))
+    start = time.monotonic()
+    with claimed(lock.parent) as claim:
+        assert claim and worker.poll() is not None  # it waited for the worker, then took the run
+    assert time.monotonic() - start < 30
+    worker.wait()
+    live = subprocess.Popen(["sleep", "120"])  # a worker of a live study (this one)
+    try:
+        lock.write_text(json.dumps({"host": os.uname().nodename, "pid": live.pid, "study_pid": os.getpid()}))
+        with claimed(lock.parent, orphan_wait_s=0.5) as claim:
+            assert not claim and f"study pid {os.getpid()}, worker pid {live.pid}" in claim.holder
+    finally:
+        live.kill()
+        live.wait()
+
+
+# ----------------------------------------------------------------- every run checked first
+
+
+def test_a_failed_run_is_listed_with_its_own_error_line_not_its_exit_status(tmp_path, capsys):
+    path = _study(tmp_path, "  - name: a\n    configs: [synthetic.yaml]\n")
+    (spec,) = plan(load_study(path))
+    checkpoints = spec.directory(tmp_path / "root") / "lightning_logs" / "version_0" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "last.ckpt").write_bytes(b"not a checkpoint")  # the run resumes from it, and stops with exit 2
+    (outcome,) = run_study(path, tmp_path / "root", options={"jobs": 1, "threads": 1}, report=False)
+    assert outcome.status == "failed"
+    assert outcome.error.startswith(f"error: ckpt_path={str(checkpoints / 'last.ckpt')!r} cannot be loaded")
+    assert f"FAILED a seed 0: {outcome.error}" in capsys.readouterr().err
+
+
