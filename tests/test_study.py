@@ -295,6 +295,35 @@ def test_a_lock_of_a_worker_whose_study_is_gone_is_taken_over_once_the_worker_ha
         live.wait()
 
 
+KILLS_ITS_PROCESS = '''
+import os, signal
+from lightning.pytorch import Callback
+
+
+class KillsItsProcess(Callback):
+    """A crash in C code, as far as the study can tell: the worker dies at once."""
+
+    def on_train_start(self, trainer, pl_module):
+        os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_a_worker_that_dies_fails_only_its_run_and_a_new_worker_takes_its_place(tmp_path, monkeypatch, capsys):
+    (tmp_path / "kills_its_process.py").write_text(KILLS_ITS_PROCESS)
+    monkeypatch.syspath_prepend(str(tmp_path))  # the workers get this process's sys.path
+    path = _study(tmp_path, TWO + """\
+  - name: dies
+    configs: [synthetic.yaml]
+    overrides: {trainer.callbacks: [{class_path: kills_its_process.KillsItsProcess}]}
+""")
+    outcomes = run_study(path, tmp_path / "root", options={"jobs": 1, "threads": 1}, report=False)
+    status = {o.spec.name: (o.status, o.error) for o in outcomes}
+    assert status["plain/model.lr=0.001"] == status["plain/model.lr=0.01"] == ("done", None)
+    assert status["dies"][0] == "failed" and status["dies"][1].startswith("its worker process died (killed by SIGKILL)")
+    err = capsys.readouterr().err
+    assert "FAILED dies seed 0: its worker process died (killed by SIGKILL)" in err and "fit.log" in err
+
+
 # ----------------------------------------------------------------- every run checked first
 
 
