@@ -325,6 +325,32 @@ def test_a_worker_that_dies_fails_only_its_run_and_a_new_worker_takes_its_place(
 
 
 # ----------------------------------------------------------------- every run checked first
+@pytest.mark.parametrize("experiment, seeds, message", [
+    ("configs: [synthetic.yaml]\n    overrides: {model.lr: -1}", None, "error: model.lr=-1.0 must be > 0."),
+    ("configs: [benchmarks/split_mnist.yaml]\n    overrides: {data.tasks: [[0, 1], [1, 2]]}", None,
+     "data.tasks: class 1 is in task 0 and task 1; each class belongs to one task."),  # no MNIST is read
+    ("configs: [synthetic.yaml]\n    overrides: {trainer.max_epochs: 3}", None, "error: trainer.max_epochs=3 is set by"),
+    ("configs: [synthetic.yaml]", [-1], "--seeds: -1 out of range: a seed is 0 <= seed < 2**32"),
+    ("configs: [synthetic.yaml]", [2**33], f"--seeds: {2**33} out of range"),
+])
+def test_a_value_refused_when_a_run_is_built_is_refused_before_any_run_and_by_a_dry_run(
+        tmp_path, monkeypatch, experiment, seeds, message):
+    path = _study(tmp_path, f"  - name: a\n    {experiment}\n  - name: fine\n    configs: [synthetic.yaml]\n")
+    root, cwd = tmp_path / "root", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    for dry_run in (True, False):
+        with pytest.raises(StudyError, match=re.escape(message)) as refused:
+            run_study(path, root, seeds=seeds, dry_run=dry_run)
+    if seeds is None:
+        assert str(refused.value).startswith("1 run(s) would stop before training; nothing was run:\nrun a (seed 0): ")
+    assert not root.exists() and not any(cwd.iterdir())  # the check wrote nothing
+
+
+def test_a_study_files_seed_out_of_range_is_refused(tmp_path):
+    path = _study(tmp_path, "  - name: a\n    configs: [synthetic.yaml]\n", seeds=(0, 2**32))
+    with pytest.raises(StudyError, match=re.escape(f"seeds: {2**32} out of range")):
+        load_study(path)
 
 
 def test_a_failed_run_is_listed_with_its_own_error_line_not_its_exit_status(tmp_path, capsys):
