@@ -177,7 +177,8 @@ def main() -> None:
         first = next((line for line in final.stdout.splitlines() if line.startswith("study ")), "")
         print(f"restart: exit status {final.returncode}; `{first}`")
         check(final.returncode == 0, "the restart ends with exit status 0")
-        check(f"{before} done before, {RUNS - before} to run" in first, f"it runs exactly the {RUNS - before} missing run(s)")
+        check(f"{before} done before, {RUNS - before} to run" in first,
+              f"it runs exactly the {RUNS - before} missing run(s)")
         check(complete(stopped) == RUNS, f"all {RUNS} runs complete")
         check(not study_processes(), "no process of the study left")
         subprocess.run([*command, "--root", str(straight)], env=ENV, capture_output=True, check=True, cwd=ROOT)

@@ -322,7 +322,8 @@ def test_a_stopped_study_stops_its_workers_and_a_restart_finishes_only_what_is_m
     env = {**ENV, "LIGHTNING_CL_TEST_STUDY": tmp_path.name}
     path = _study(tmp_path, LONG, steps=LONG_STEPS)
     root = tmp_path / "root"
-    command = [sys.executable, "-m", "lightning_cl.study", str(path), "--jobs", "2", "--threads", "1", "--root", str(root)]
+    command = [sys.executable, "-m", "lightning_cl.study", str(path), "--jobs", "2", "--threads", "1",
+               "--root", str(root)]
     since = time.time()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -353,7 +354,8 @@ def test_a_stopped_study_stops_its_workers_and_a_restart_finishes_only_what_is_m
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert f"{done_before} done before, {3 - done_before} to run" in again.stdout
     assert "left" not in again.stderr  # runs locked by the stopped study's processes were taken over
-    assert {spec.name: _numbers(complete_results(spec.directory(root))) for spec in plan(load_study(path))} == uninterrupted
+    finished = {spec.name: _numbers(complete_results(spec.directory(root))) for spec in plan(load_study(path))}
+    assert finished == uninterrupted
 
 
 def test_a_run_locked_by_a_live_study_is_left_to_it_and_named(tmp_path, capsys):
@@ -432,7 +434,8 @@ def test_a_worker_that_dies_fails_only_its_run_and_a_new_worker_takes_its_place(
     ("configs: [synthetic.yaml]\n    overrides: {model.lr: -1}", None, "error: model.lr=-1.0 must be > 0."),
     ("configs: [benchmarks/split_mnist.yaml]\n    overrides: {data.tasks: [[0, 1], [1, 2]]}", None,
      "data.tasks: class 1 is in task 0 and task 1; each class belongs to one task."),  # no MNIST is read
-    ("configs: [synthetic.yaml]\n    overrides: {trainer.max_epochs: 3}", None, "error: trainer.max_epochs=3 is set by"),
+    ("configs: [synthetic.yaml]\n    overrides: {trainer.max_epochs: 3}", None,
+     "error: trainer.max_epochs=3 is set by"),
     ("configs: [synthetic.yaml]", [-1], "--seeds: -1 out of range: a seed is 0 <= seed < 2**32"),
     ("configs: [synthetic.yaml]", [2**33], f"--seeds: {2**33} out of range"),
 ])
@@ -451,6 +454,11 @@ def test_a_value_refused_when_a_run_is_built_is_refused_before_any_run_and_by_a_
 
 
 def test_a_study_files_seed_out_of_range_is_refused(tmp_path):
+    from lightning.fabric.utilities.seed import max_seed_value, min_seed_value
+
+    from lightning_cl.study.plan import SEED_RANGE
+
+    assert SEED_RANGE == range(min_seed_value, max_seed_value + 1)  # what seed_everything takes
     path = _study(tmp_path, "  - name: a\n    configs: [synthetic.yaml]\n", seeds=(0, 2**32))
     with pytest.raises(StudyError, match=re.escape(f"seeds: {2**32} out of range")):
         load_study(path)

@@ -132,7 +132,8 @@ def load_study(path: str | Path) -> Study:
 def check_seeds(seeds: list[int], where: str) -> None:
     bad = [s for s in seeds if s not in SEED_RANGE]
     if bad:
-        raise StudyError(f"{where}: {', '.join(map(str, bad))} out of range: a seed is 0 <= seed < 2**32 (numpy and torch).")
+        raise StudyError(f"{where}: {', '.join(map(str, bad))} out of range: a seed is 0 <= seed < 2**32 "
+                         "(numpy and torch).")
 
 
 def resolve_config(config: str, study_path: Path) -> Path:
@@ -243,9 +244,7 @@ def _check_only_cli(cli_class: type, parser):
             self.parser = parser  # the resolver's: building a parser per run costs more than the check
 
         def _set_seed(self) -> None:
-            seed = self._get(self.config, "seed_everything")
-            if isinstance(seed, int) and not isinstance(seed, bool) and seed not in SEED_RANGE:
-                self.parser.error(f"seed_everything={seed} is out of range: a seed is 0 <= seed < 2**32.")
+            pass  # parse_arguments has checked the seed (cli.seed_error); a check seeds nothing
 
         def instantiate_trainer(self, **kwargs):
             return super().instantiate_trainer(**kwargs, logger=False)
@@ -268,7 +267,9 @@ def _quiet():
 
 
 def _run_error(name: str, seed: int | list[int], args: list[str] | tuple[str, ...], stderr: str) -> str:
-    seeds = f"seed {seed}" if isinstance(seed, int) else f"seed{'s' if len(seed) > 1 else ''} {', '.join(map(str, seed))}"
+    if isinstance(seed, int):
+        seed = [seed]
+    seeds = f"seed{'s' if len(seed) > 1 else ''} {', '.join(map(str, seed))}"
     message = [line for line in stderr.strip().splitlines()
                if line.strip() and not line.lstrip().startswith("[") and "usage:" not in line]
     return f"run {name} ({seeds}): {' '.join(args)}\n  " + "\n  ".join(message)
@@ -324,6 +325,9 @@ def plan(study: Study, seeds: list[int] | None = None, check: bool = True) -> li
             if error is not None:
                 errors.append(_run_error(name, [s.seed for s in same], args, error))
         if errors:
+            lines = [line for error in errors for line in error.splitlines()]
+            tips = list(dict.fromkeys(line.strip() for line in lines if line.strip().startswith("tip:")))
             raise StudyError(f"{len(errors)} run(s) would stop before training; nothing was run:\n"
-                             + "\n".join(errors))
+                             + "\n".join(line for line in lines if not line.strip().startswith("tip:"))
+                             + "".join(f"\n{tip}" for tip in tips))
     return specs

@@ -60,7 +60,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=_seed, nargs="+", help="seeds (default: the study file's)")
     parser.add_argument("--root", default="lightning_logs/studies", help="where runs go (default: %(default)s)")
     parser.add_argument("-o", "--out", help="report directory (default: ROOT/report/<study name>)")
-    parser.add_argument("--dry-run", action="store_true", help="check every run and list them, and which are done; run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check every run and list them, and which are done; run nothing")
     parser.add_argument("--executor", choices=EXECUTORS, help="local (default) or slurm (needs '.[slurm]')")
     parser.add_argument("--jobs", type=int, help="local: runs at a time (default 1)")
     parser.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs locally, 1 on SLURM)")

@@ -322,7 +322,8 @@ def run_spec(spec: RunSpec, root: str | Path) -> Outcome:
     with claimed(directory) as claim:
         if not claim:
             return Outcome(spec, str(directory), "left", error=claim.holder)
-        args = ["fit", *spec.args, "--trainer.default_root_dir", str(directory), "--trainer.enable_progress_bar", "false"]
+        args = ["fit", *spec.args, "--trainer.default_root_dir", str(directory),
+                "--trainer.enable_progress_bar", "false"]
         checkpoint = last_checkpoint(directory)
         if checkpoint is not None:
             args += ["--ckpt_path", str(checkpoint)]
