@@ -132,7 +132,7 @@ def stop_once(command: list[str], root: Path, how: str) -> None:
     print(f"{how}: {complete(root) - before} more run(s) complete; the study's process ended "
           f"{exited:.1f} s after the signal, exit status {proc.returncode}")
     for line in lines[-3:]:
-        print(f"    | {line.strip()[:200]}")
+        print(f"    | {line.strip()[:400]}")
     if how == "SIGKILL to the study's process":
         check(proc.returncode == -signal.SIGKILL, "killed: nothing of its own to print")
     else:

@@ -222,7 +222,7 @@ def run_study(study_file: str | Path, root: str | Path, seeds: list[int] | None 
         ended = {o.spec for o in outcomes}
         not_started = sum(1 for s in todo if s not in ended) + sum(o.error == "not started" for o in outcomes)
         parts = [f"{counts['failed']} failed" if counts["failed"] else "",
-                 f"{len(stopped)} stopped ({resumes} of them resume from their last.ckpt)" if stopped else "",
+                 f"{len(stopped)} stopped ({resumes} with a last.ckpt to resume from)" if stopped else "",
                  f"{not_started} not started" if not_started else ""]
         raise StudyStopped(stop.signals[0], f"the study was stopped by {stop.name}: "
                            + ", ".join([f"{counts['done'] + counts['skipped']} of {len(specs)} run(s) done",
