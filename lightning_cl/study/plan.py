@@ -29,7 +29,10 @@ import hashlib
 import io
 import itertools
 import json
+import logging
+import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,7 @@ LEFT_OUT_OF_RUN_IDS = ("ckpt_path", "trainer.default_root_dir", "trainer.enable_
 # Settings added after run ids were first made, left out while at these values: a run that does
 # not use them keeps the id it had before they existed.
 ADDED_SINCE_RUN_IDS = {"model.network": None}
+SEED_RANGE = range(2**32)  # what seed_everything accepts (numpy's seeds): 0 <= seed < 2**32
 
 
 class StudyError(ValueError):
@@ -119,9 +123,17 @@ def load_study(path: str | Path) -> Study:
             resolve_config(config, path)
     _check_keys(f"{path}: executor", data.get("executor") or {}, EXECUTOR_KEYS)
     seeds = data.get("seeds", [0])
-    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise StudyError(f"{path}: 'seeds' must be a list of integers.")
+    check_seeds(seeds, f"{path}: seeds")
     return Study(path, data.get("description", ""), seeds, experiments, dict(data.get("executor") or {}))
+
+
+def check_seeds(seeds: list[int], where: str) -> None:
+    bad = [s for s in seeds if s not in SEED_RANGE]
+    if bad:
+        raise StudyError(f"{where}: {', '.join(map(str, bad))} out of range: a seed is 0 <= seed < 2**32 "
+                         "(numpy and torch).")
 
 
 def resolve_config(config: str, study_path: Path) -> Path:
@@ -163,7 +175,8 @@ def expand(study: Study, seeds: list[int] | None = None) -> list[tuple[str, list
 
 class Resolver:
     """Resolves run arguments to the full config with the CLI's own parser (built once), which
-    also rejects unknown settings and bad values before anything runs."""
+    also rejects unknown settings and bad values before anything runs; :meth:`check` then builds
+    what the run would build before training."""
 
     def __init__(self) -> None:
         from lightning_cl.cli import ContinualCLI, cli_kwargs
@@ -178,8 +191,10 @@ class Resolver:
             def after_instantiate_classes(self) -> None:
                 pass
 
-        self.parser = ParseOnly(**cli_kwargs(), args=[], run=False).parser
+        with _quiet():
+            self.parser = ParseOnly(**cli_kwargs(), args=[], run=False).parser
         self.defaults = flatten(self._dump(self.parser.get_defaults()))
+        self._check_cli = _check_only_cli(ContinualCLI, self.parser)
 
     def _dump(self, config) -> dict[str, Any]:
         return json.loads(self.parser.dump(config, format="json", skip_none=False))
@@ -191,10 +206,73 @@ class Resolver:
             with contextlib.redirect_stderr(err):
                 config = self.parser.parse_args(full)
         except SystemExit:
-            message = err.getvalue().strip().splitlines()
-            raise StudyError(f"run {name} (seed {seed}): {' '.join(full)}\n  " + "\n  ".join(
-                line for line in message if not line.lstrip().startswith("[") and "usage:" not in line)) from None
+            raise StudyError(_run_error(name, seed, full, err.getvalue())) from None
         return RunSpec(name, tuple(full), seed, run_id(self._dump(config), self.defaults))
+
+    def check(self, spec: RunSpec) -> str | None:
+        """Build the run's model, DataModule (its data is not loaded), callbacks and Trainer as
+        ``lightning-cl fit`` builds them, with every check the CLI makes on the way; nothing is
+        written, no seed is set. Returns the CLI's error lines, or None if the run can start."""
+        from lightning_cl.cli import cli_kwargs
+
+        import torch
+
+        err = io.StringIO()
+        environ = dict(os.environ)
+        flags = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+        try:
+            with _quiet(), contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                self._check_cli(**cli_kwargs(), args=list(spec.args), run=False)
+        except SystemExit:
+            return err.getvalue()
+        except Exception as exc:  # noqa: BLE001 - what the run would have stopped with, named
+            return f"error: {type(exc).__name__}: {str(exc).strip()}"
+        finally:  # what building a Trainer sets in this process (the study's workers inherit its environment)
+            os.environ.clear()
+            os.environ.update(environ)
+            torch.use_deterministic_algorithms(flags[0])
+            torch.backends.cudnn.benchmark = flags[1]
+        return None
+
+
+def _check_only_cli(cli_class: type, parser):
+    class CheckOnly(cli_class):
+        """The CLI on one run's arguments up to its built Trainer, model and data, without a
+        subcommand: so no run directory and no logger, and the seed is only checked."""
+
+        def setup_parser(self, add_subcommands, main_kwargs, subparser_kwargs) -> None:
+            self.parser = parser  # the resolver's: building a parser per run costs more than the check
+
+        def _set_seed(self) -> None:
+            pass  # parse_arguments has checked the seed (cli.seed_error); a check seeds nothing
+
+        def instantiate_trainer(self, **kwargs):
+            return super().instantiate_trainer(**kwargs, logger=False)
+
+    return CheckOnly
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Lightning's information lines and warnings, which the run prints in its own log."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _run_error(name: str, seed: int | list[int], args: list[str] | tuple[str, ...], stderr: str) -> str:
+    if isinstance(seed, int):
+        seed = [seed]
+    seeds = f"seed{'s' if len(seed) > 1 else ''} {', '.join(map(str, seed))}"
+    message = [line for line in stderr.strip().splitlines()
+               if line.strip() and not line.lstrip().startswith("[") and "usage:" not in line]
+    return f"run {name} ({seeds}): {' '.join(args)}\n  " + "\n  ".join(message)
 
 
 def run_id(resolved: dict[str, Any], defaults: dict[str, Any]) -> str:
@@ -223,8 +301,12 @@ def run_id(resolved: dict[str, Any], defaults: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def plan(study: Study, seeds: list[int] | None = None) -> list[RunSpec]:
-    """Every run of ``study`` as a :class:`RunSpec`; raises :class:`StudyError` on any bad setting."""
+def plan(study: Study, seeds: list[int] | None = None, check: bool = True) -> list[RunSpec]:
+    """Every run of ``study`` as a :class:`RunSpec`; raises :class:`StudyError` on any bad setting,
+    and (``check``) on any run that would stop before training (:meth:`Resolver.check`), naming
+    every such run."""
+    if seeds is not None:
+        check_seeds(seeds, "--seeds")
     resolver = Resolver()
     specs = [resolver.spec(name, args, seed) for name, args, seed in expand(study, seeds)]
     seen: dict[str, str] = {}
@@ -233,4 +315,19 @@ def plan(study: Study, seeds: list[int] | None = None) -> list[RunSpec]:
             raise StudyError(f"runs {seen[spec.run_id]} and {spec.name} (seed {spec.seed}) are the same run "
                              "(identical resolved config and seed); remove one.")
         seen[spec.run_id] = f"{spec.name} (seed {spec.seed})"
+    if check:
+        errors = []
+        by_settings: dict[tuple[str, tuple[str, ...]], list[RunSpec]] = {}
+        for spec in specs:  # the seed changes no check: one check per run and its other seeds
+            by_settings.setdefault((spec.name, spec.args[:-2]), []).append(spec)
+        for (name, args), same in by_settings.items():
+            error = resolver.check(same[0])
+            if error is not None:
+                errors.append(_run_error(name, [s.seed for s in same], args, error))
+        if errors:
+            lines = [line for error in errors for line in error.splitlines()]
+            tips = list(dict.fromkeys(line.strip() for line in lines if line.strip().startswith("tip:")))
+            raise StudyError(f"{len(errors)} run(s) would stop before training; nothing was run:\n"
+                             + "\n".join(line for line in lines if not line.strip().startswith("tip:"))
+                             + "".join(f"\n{tip}" for tip in tips))
     return specs
