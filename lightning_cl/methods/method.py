@@ -26,6 +26,9 @@ holds its settings, so two instances of one method with different settings keep 
 
 **Task moments.** :meth:`Method.consolidate` runs at the end of every task but the last (no
 later task would use what it keeps); ``on_task_start`` / ``on_task_end`` run at every task.
+After each task the recorder asks every method for :meth:`Method.task_metrics`, numbers that
+describe how the method acted on that task (GPM's and OGD's leak), and keeps them per task in
+``results.json``'s ``method_metrics``.
 """
 
 from __future__ import annotations
@@ -67,6 +70,11 @@ class Method(TaskCallback):
 
     def consolidate(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
         """Keep what ``task`` taught (a Fisher, a basis, a memory); called after every task but the last."""
+
+    def task_metrics(self, trainer: Trainer, pl_module: LightningModule, task: int) -> dict[str, float | None]:
+        """Diagnostics of ``task`` for ``results.json``'s ``method_metrics``, keyed ``<name>/<what>``
+        (e.g. ``gpm/leak``): asked after ``on_task_end``, once per task; ``None`` where undefined."""
+        return {}
 
     def restore(self, attribute: str, value: Any, pl_module: LightningModule) -> Any:
         """The value of a declared ``attribute`` rebuilt from its checkpointed ``value`` (default: as saved)."""
