@@ -91,6 +91,7 @@ def test_projected_gradient_is_orthogonal_to_the_stored_inputs(bias):
     ({"threshold": [0.9, 1.5]}, r"GPM init_args.threshold=\[0.9, 1.5\]"),
     ({"threshold": []}, r"GPM init_args.threshold=\[\]"),
     ({"examples": 0}, "GPM init_args.examples=0"),
+    ({"project": "weights"}, "GPM init_args.project='weights'"),
 ])
 def test_settings_are_validated_and_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -142,6 +143,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
     resumed_gpm = GPM(examples=64)
     _, resumed = fit_synthetic(tmp_path / "resumed", [resumed_gpm], ckpt_path=ckpt)
     assert resumed["accuracy_matrix"] == straight["accuracy_matrix"]
+    assert resumed["method_metrics"] == straight["method_metrics"] and straight["method_metrics"]["gpm/leak"][1] > 0
     assert all(torch.equal(a, b) for a, b in zip(resumed_gpm.bases, straight_gpm.bases))
 
 

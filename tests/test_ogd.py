@@ -45,6 +45,7 @@ def model_and_data():
     ({"examples_per_task": 0}, "OrthogonalGradientDescent init_args.examples_per_task=0"),
     ({"eps": 0.0}, "OrthogonalGradientDescent init_args.eps=0.0"),
     ({"chunk_size": 0}, "OrthogonalGradientDescent init_args.chunk_size=0"),
+    ({"project": "step"}, "OrthogonalGradientDescent init_args.project='step'"),
 ])
 def test_ogd_settings_are_validated_and_named(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[")):

@@ -10,7 +10,9 @@ shared state):
   weight it by ``1/t`` in task ``t``);
 * gradient methods (OGD, A-GEM, GPM) act in ``on_before_optimizer_step``, once per optimiser
   step on the final gradient, and set ``projects_gradients`` so that settings that would
-  change that gradient behind their back (mixed precision) are refused.
+  change that gradient behind their back (mixed precision) are refused; GPM and OGD's
+  projection of the update also acts in ``on_train_batch_end``, after the step
+  (:mod:`lightning_cl.methods.span_projection`).
 
 What a method may rely on of the data, the module and the network is declared in
 :mod:`lightning_cl.methods.contract` and checked in :meth:`Method.check_setup` (at setup, and by
