@@ -5,6 +5,14 @@ After each task, every layer keeps an orthonormal basis of the inputs it saw on 
 leading singular vectors of a matrix of sampled inputs, up to an energy threshold). Later
 tasks update each layer only orthogonally to its basis, ``grad_W <- grad_W - grad_W M M^T``,
 so the layer's outputs on the old tasks' inputs stay (to first order) as they were.
+
+Against the reference code (github.com/sahagobinda/GPM at dc5ba5c, main_pmnist.py):
+``get_representation_matrix`` takes 300 random training examples (``b=r[0:300]``,
+``batch_list=[300,300,300]``); ``main`` sets ``threshold = np.array([0.95,0.99,0.99])`` for every
+task; ``update_GPM`` keeps, after the first task, the directions whose cumulative energy is
+below the threshold (``r = np.sum(np.cumsum(sval_ratio)<threshold[i]) #+1``, one fewer than eq. 5)
+and after later tasks the fewest that reach it (eq. 9); ``main`` builds a new (plain SGD)
+optimiser for every task. Its MLP has no biases.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ class GPM(SpanProjection):
             value for every layer. Higher keeps more directions: less forgetting, less room
             for new tasks.
         examples: training examples per task whose layer inputs form the representation
-            matrices (the paper: 125 for the MLP; its code: 300).
+            matrices (the reference code: 300).
         project: ``"gradient"`` (the paper, exact with plain SGD) or ``"update"`` (exact with
             any optimiser, e.g. Adam).
         reset_optimizer: clear the optimiser's state (Adam's moments) when each task after the
@@ -61,7 +69,7 @@ class GPM(SpanProjection):
     requires_network = ("linear_layers",)
 
     def __init__(
-        self, threshold: list[float] = [0.95, 0.99, 0.99], examples: int = 125, project: Projection = "gradient",
+        self, threshold: list[float] = [0.95, 0.99, 0.99], examples: int = 300, project: Projection = "gradient",
         reset_optimizer: bool = False,
     ) -> None:
         if not threshold or any(not 0 < th <= 1 for th in threshold):
@@ -146,7 +154,7 @@ class GPM(SpanProjection):
         for i, (layer, inp, th) in enumerate(zip(layers, inputs, thresholds)):
             if layer.bias is not None:
                 inp = torch.cat([inp, torch.ones(len(inp), 1, device=inp.device, dtype=inp.dtype)], dim=1)
-            self.bases[i] = gpm_extend(self.bases[i], inp.T, th)
+            self.bases[i] = gpm_extend(self.bases[i], inp.T, th, first=task == 0)
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
