@@ -6,9 +6,11 @@ Each run trains tasks [0, 1] and [2, 3] for ``--steps`` steps each (class-IL) an
 2's steps, where every method is active (its memory, penalty or basis holds task 1). Prints
 the median ms per step, the ratio to naive fine-tuning, and the method's extra state (its
 checkpointed tensors) in MiB. Targets: regularisers (EWC, SI, MAS) at most 1.2x; ER and LwF
-at most 2.2x (twice the forward work); A-GEM, GPM, OGD at most 2.5x.
+at most 2.2x (twice the forward work); A-GEM, GPM, OGD at most 2.5x, in both projection forms
+(``gpm:update``, ``ogd:update``: ``--trainer.callbacks.project update``, the methods study's form).
 
     python benchmarks/method_cost.py --steps 200 --rounds 3
+    python benchmarks/method_cost.py --methods none gpm gpm:update ogd ogd:update
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ METHODS = {
     "none": [],
     **{name: ["-c", f"configs/methods/{name}.yaml"]
        for name in ("ewc", "online_ewc", "si", "mas", "lwf", "er", "agem", "gpm", "ogd")},
+    **{f"{name}:update": ["-c", f"configs/methods/{name}.yaml", "--trainer.callbacks.project", "update"]
+       for name in ("gpm", "ogd")},
 }
 
 
@@ -45,12 +49,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
+                        help="the methods to time (none, the baseline, is always timed)")
     args = parser.parse_args()
     print(f"torch threads: {torch.get_num_threads()}")
-    times: dict[str, list[float]] = {name: [] for name in METHODS}
+    methods = {name: METHODS[name] for name in dict.fromkeys(["none", *args.methods])}
+    times: dict[str, list[float]] = {name: [] for name in methods}
     memory: dict[str, float] = {}
     for r in range(args.rounds):
-        for name, extra in METHODS.items():
+        for name, extra in methods.items():
             ms, trainer = timed_fit([*BASE, *extra], args.steps, args.data_dir)
             times[name].append(ms)
             memory[name] = sum(state_mib(m.state_dict()) for m in methods_of(trainer))
