@@ -28,7 +28,7 @@ def stub_trainer(x: torch.Tensor, y: torch.Tensor, batch: int = 16) -> SimpleNam
     batches = [(x[i : i + batch], y[i : i + batch], t[i : i + batch]) for i in range(0, len(y), batch)]
     datamodule = SimpleNamespace(task_train_loader=lambda task: iter(batches), num_tasks=2)
     strategy = SimpleNamespace(reduce=lambda t, reduce_op: t)
-    return SimpleNamespace(datamodule=datamodule, world_size=1, strategy=strategy)
+    return SimpleNamespace(datamodule=datamodule, world_size=1, strategy=strategy, global_step=0)
 
 
 @pytest.fixture()

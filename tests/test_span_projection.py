@@ -63,8 +63,8 @@ def probe_callbacks(method):
 @pytest.mark.parametrize("name", list(METHODS))
 def test_under_adam_the_update_projection_leaks_nothing_and_the_gradient_projection_leaks(tmp_path, name):
     leaks, shares = {}, {}
-    for form in ("gradient", "update"):
-        method = METHODS[name](project=form)
+    for form in ("gradient", "update", "both"):
+        method = METHODS[name](project=form, leak_every=1)
         probe, callbacks = probe_callbacks(method)
         trainer, results = fit_synthetic(tmp_path / form, callbacks, scenario="task", steps=50)  # Adam, lr 1e-3
         key = f"{method.name}/leak"
@@ -73,14 +73,22 @@ def test_under_adam_the_update_projection_leaks_nothing_and_the_gradient_project
         assert key in trainer.logged_metrics  # TensorBoard: the epoch's mean
         if name == "gpm":
             assert {f"gpm/leak_layer{i}" for i in (1, 2, 3)} <= set(results["method_metrics"])
-    # After 50 steps of task 2 (measured: update ~1e-6, float32 rounding of the parameters; gradient 0.03-0.1).
-    assert max(leaks["update"][1:]) < 1e-5 and shares["update"] < 1e-5, (leaks, shares)
+    # After 50 steps of task 2 (measured: update and both ~1e-6, float32 rounding of the parameters;
+    # gradient 0.01-0.1).
+    for form in ("update", "both"):
+        assert max(leaks[form][1:]) < 1e-5 and shares[form] < 1e-5, (leaks, shares)
     assert min(leaks["gradient"][1:]) > 1e-3 and shares["gradient"] > 1e-3, (leaks, shares)
+
+
+def test_the_leak_is_measured_on_every_leak_every_th_step(tmp_path):
+    gpm = METHODS["gpm"](leak_every=10)
+    fit_synthetic(tmp_path, [gpm], steps=50)
+    assert gpm.leak_steps == 5  # task 3: global steps 100, 110, ..., 140
 
 
 @pytest.mark.parametrize("name", ["gpm", "ogd"])
 def test_with_plain_sgd_the_gradient_projection_is_exact_already(tmp_path, name):
-    method = METHODS[name]()
+    method = METHODS[name](leak_every=1)
     _, results = fit_synthetic(tmp_path, [method], scenario="task", steps=20, optimizer="sgd", lr=0.05)
     assert max(results["method_metrics"][f"{method.name}/leak"][1:]) < 1e-5
 
@@ -111,7 +119,7 @@ def fit_two_epochs_per_task(root, ckpt_path=None):
     trainer = Trainer(
         accelerator="cpu", devices=1, max_epochs=-1, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
         limit_train_batches=4, log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=root, callbacks=[TaskLoop(epochs_per_task=2), METHODS["gpm"](project="gradient"),
+        default_root_dir=root, callbacks=[TaskLoop(epochs_per_task=2), METHODS["gpm"](project="gradient", leak_every=3),
                                           ModelCheckpoint(save_top_k=-1, every_n_epochs=1)],
     )
     datamodule = SyntheticTasks(scenario="task", batch_size=16)
@@ -121,7 +129,8 @@ def fit_two_epochs_per_task(root, ckpt_path=None):
 
 def test_a_run_resumed_mid_task_reports_the_uninterrupted_leak(tmp_path):
     trainer, straight = fit_two_epochs_per_task(tmp_path / "straight")
-    # Epoch 3 is the first of task 2's two epochs: half of its leak is summed in the checkpoint.
+    # Epoch 3 is the first of task 2's two epochs (global steps 8-11, then 12-15): the leak of step 9 is
+    # summed in the checkpoint, those of steps 12 and 15 come after it.
     ckpt = Path(trainer.checkpoint_callback.dirpath) / "epoch=2-step=12.ckpt"
     _, resumed = fit_two_epochs_per_task(tmp_path / "resumed", ckpt_path=ckpt)
     assert straight["method_metrics"]["gpm/leak"][1] > 1e-3

@@ -41,8 +41,8 @@ class GPM(SpanProjection):
 
     The basis update runs at each task end (except the last) on ``examples`` training
     examples of the task, in eval mode; the projection in ``on_before_optimizer_step``, once
-    per step on the final gradient, costs two small matrix products per layer, and with
-    ``project: update`` as much again after the step
+    per step on the final gradient, costs two small matrix products per layer; that of the
+    update (``project: update`` or ``both``) as much after the step
     (:mod:`~lightning_cl.methods.span_projection`). The leak is logged as ``gpm/leak`` (all
     Linear layers together) and ``gpm/leak_layer<i>``.
 
@@ -53,14 +53,16 @@ class GPM(SpanProjection):
             for new tasks.
         examples: training examples per task whose layer inputs form the representation
             matrices (the reference code: 300).
-        project: ``"gradient"`` (the paper, exact with plain SGD) or ``"update"`` (exact with
-            any optimiser, e.g. Adam).
+        project: ``"gradient"`` (the paper, exact with plain SGD), ``"update"`` (exact with any
+            optimiser, e.g. Adam) or ``"both"`` (the gradient, then the update: exact, and Adam's
+            moments see projected gradients only; GPM's best form with Adam).
         reset_optimizer: clear the optimiser's state (Adam's moments) when each task after the
             first starts, as the reference code's new optimiser per task does.
+        leak_every: measure the leak on every this many steps (1: every step).
 
     Raises:
-        ValueError: for a threshold outside (0, 1], ``examples`` below 1 or an unknown
-            ``project``; at setup, a ``ContractError`` (a ValueError) for a number of
+        ValueError: for a threshold outside (0, 1], ``examples`` or ``leak_every`` below 1 or an
+            unknown ``project``; at setup, a ``ContractError`` (a ValueError) for a number of
             thresholds that is neither 1 nor the number of Linear layers.
     """
 
@@ -70,14 +72,14 @@ class GPM(SpanProjection):
 
     def __init__(
         self, threshold: list[float] = [0.95, 0.99, 0.99], examples: int = 300, project: Projection = "gradient",
-        reset_optimizer: bool = False,
+        reset_optimizer: bool = False, leak_every: int = 10,
     ) -> None:
         if not threshold or any(not 0 < th <= 1 for th in threshold):
             raise ValueError(f"{setting(self, 'threshold')}={list(threshold)} must be one or more values in (0, 1].")
         if examples < 1:
             raise ValueError(f"{setting(self, 'examples')}={examples} must be at least 1.")
         self.threshold, self.examples = list(threshold), examples
-        self.init_projection(project, reset_optimizer)
+        self.init_projection(project, reset_optimizer, leak_every)
         self.bases: list[torch.Tensor] = []  # per layer, (in + 1, k): orthonormal columns
 
     @staticmethod

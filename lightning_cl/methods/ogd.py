@@ -6,7 +6,7 @@ as an orthonormal basis; during later tasks each update is projected onto the or
 complement of that basis, so that (to first order) it does not change the stored outputs.
 The notebook's variant stores one gradient per task, that of the mean loss over the task's
 training batches. The paper projects the gradient and steps with plain SGD; ``project: update``
-projects the optimiser's update itself (:mod:`~lightning_cl.methods.span_projection`).
+(or ``both``) projects the optimiser's update itself (:mod:`~lightning_cl.methods.span_projection`).
 """
 
 from __future__ import annotations
@@ -61,15 +61,17 @@ class OrthogonalGradientDescent(SpanProjection):
             notebook's variant; the per-example variants leave out directions whose singular
             value is below 1e-4 of the largest).
         chunk_size: examples per vectorised per-example gradient computation (memory bound).
-        project: ``"gradient"`` (the paper, exact with plain SGD) or ``"update"`` (exact with
-            any optimiser, e.g. Adam): see :mod:`~lightning_cl.methods.span_projection`. The
-            leak, the share of the actual update inside the span, is logged as ``ogd/leak``.
+        project: ``"gradient"`` (the paper, exact with plain SGD), ``"update"`` (exact with any
+            optimiser, e.g. Adam) or ``"both"`` (the gradient, then the update): see
+            :mod:`~lightning_cl.methods.span_projection`. The leak, the share of the actual
+            update inside the span, is logged as ``ogd/leak``.
         reset_optimizer: clear the optimiser's state (Adam's moments) when each task after the
             first starts.
+        leak_every: measure the leak on every this many steps (1: every step).
 
     Raises:
         ValueError: for an unknown ``variant`` or ``project``, or a non-positive
-            ``examples_per_task``, ``eps`` or ``chunk_size``.
+            ``examples_per_task``, ``eps``, ``chunk_size`` or ``leak_every``.
     """
 
     name = "ogd"
@@ -77,7 +79,7 @@ class OrthogonalGradientDescent(SpanProjection):
 
     def __init__(
         self, variant: Variant = "mean_loss", examples_per_task: int = 200, eps: float = 1e-8, chunk_size: int = 50,
-        project: Projection = "gradient", reset_optimizer: bool = False,
+        project: Projection = "gradient", reset_optimizer: bool = False, leak_every: int = 10,
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"{setting(self, 'variant')}={variant!r} is not supported; use one of {', '.join(VARIANTS)}.")
@@ -88,7 +90,7 @@ class OrthogonalGradientDescent(SpanProjection):
         if chunk_size < 1:
             raise ValueError(f"{setting(self, 'chunk_size')}={chunk_size} must be at least 1.")
         self.variant, self.examples_per_task, self.eps, self.chunk_size = variant, examples_per_task, eps, chunk_size
-        self.init_projection(project, reset_optimizer)
+        self.init_projection(project, reset_optimizer, leak_every)
         self.basis: torch.Tensor | None = None  # mean_loss: (k, n) orthonormal rows, on the training device
         self.factors: FactoredSpan | None = None  # the per-example variants' gradients
         self.vectors_per_task: list[int] = []  # how many rows each task added

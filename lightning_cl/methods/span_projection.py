@@ -2,32 +2,37 @@
 (GPM, OGD): the two forms of the projection, the optimiser's reset at task boundaries, and the
 leak, the share of the actual update that lies inside the span.
 
-**Gradient or update** (``project``). The papers project the *gradient* and let the optimiser
-step along it. With plain SGD the step is ``-lr`` times that gradient and stays off the span;
-Adam divides every coordinate by its own ``sqrt(v)`` and adds momentum, so its step leaves the
-span's complement (shrunk Split-MNIST: 7-15% of each step's change inside GPM's span, per layer,
-5-25% inside OGD's). ``project: update`` projects the *update* itself, exactly, whatever the
-optimiser: the parameters are kept before the step and set after it to ``theta_before +
-P(theta_after - theta_before)``, ``P`` the projection off the span, as Wang et al. 2021
-("Training Networks in Null Space of Feature Covariance for Continual Learning", CVPR) do for
-Adam. Exact up to the float32 rounding of the parameters: the leak left is 1e-6 to 3e-5, the
-smaller the steps the larger. The gradient is projected first as well, so that Adam's moments
-hold projected gradients only (projecting the update alone, they hold the raw gradients: GPM's
-ACC on shrunk Split-MNIST was 0.668 / 0.356 in domain- / class-IL, against 0.846 / 0.646 with
-both and 0.780 / 0.550 with the gradient's projection alone; configs/methods/gpm.yaml). A step costs the gradient's projection, a copy of
-the parameters, and the update's projection; the leak's measurement, in both forms, half a
-projection more.
+**Gradient, update or both** (``project``). The papers project the *gradient* and let the
+optimiser step along it (``"gradient"``). With plain SGD the step is ``-lr`` times that gradient
+and stays off the span; Adam divides every coordinate by its own ``sqrt(v)`` and adds momentum,
+so its step leaves the span's complement (shrunk Split-MNIST: 7-15% of each step's change inside
+GPM's span, per layer, 5-25% inside OGD's). ``"update"`` projects the *update* itself, exactly,
+whatever the optimiser: the parameters are kept before the step and set after it to
+``theta_before + P(theta_after - theta_before)``, ``P`` the projection off the span, as Wang et
+al. 2021 ("Training Networks in Null Space of Feature Covariance for Continual Learning", CVPR)
+do for Adam. Exact up to the float32 rounding of the parameters: the leak left is 1e-6 to 3e-5,
+the smaller the steps the larger. Adam's moments then see the raw gradients. ``"both"``
+projects the gradient first as well, so that the moments hold projected gradients only: for GPM,
+whose span holds most of a new task's gradient, that matters (ACC on shrunk Split-MNIST, domain-
+/ class-IL: gradient 0.780 / 0.550, update 0.668 / 0.356, both 0.846 / 0.646;
+configs/methods/gpm.yaml); for OGD-GTL, whose 200 gradients per task span little, it made no
+difference one seed can show, and it costs a second projection per step (OGD-GTL's: ~0.8x a
+naive step of the published MLP, benchmarks/method_cost.py). Costs per step: ``"gradient"`` and ``"update"`` one
+projection, ``"both"`` two, ``"update"`` and ``"both"`` a copy of the parameters too.
 
 **Reset** (``reset_optimizer``). The optimiser's state (Adam's moments and step counts) is
 cleared when a task starts, from the second on: GPM's reference code builds a new optimiser for
 every task (github.com/sahagobinda/GPM, main_pmnist.py, ``main``: ``optimizer =
 optim.SGD(model.parameters(), lr=args.lr)`` for ``task_id == 0`` and again for each later task).
 
-**Leak.** Every step whose span is not empty, the parameters are kept before the step (in
-buffers reused from step to step, as SI keeps them) and the actual change ``delta`` is measured
-after it: ``||delta inside the span|| / ||delta||``. Its mean over an epoch's steps is logged as
-``<name>/leak`` (and per group: GPM's ``gpm/leak_layer<i>``); its mean over a task's steps goes
-into ``results.json``'s ``method_metrics`` (``None`` for the first task, which has no span).
+**Leak.** Every ``leak_every``-th step (counted by the trainer's global step) whose span is not
+empty, the actual change ``delta`` of the step is measured against the span: ``||delta inside
+the span|| / ||delta||``, with the parameters kept before the step (in buffers reused from step
+to step, as SI keeps them). Its mean over an epoch's measured steps is logged as ``<name>/leak``
+(and per group: GPM's ``gpm/leak_layer<i>``); its mean over a task's goes into
+``results.json``'s ``method_metrics`` (``None`` for the first task, which has no span). A
+measurement costs half a projection: OGD-GTL's, ~0.3x a naive step, hence every 10th step by
+default.
 """
 
 from __future__ import annotations
@@ -41,8 +46,8 @@ from typing_extensions import override
 from lightning_cl.methods.method import Method
 from lightning_cl.task_callback import setting
 
-Projection = Literal["gradient", "update"]
-PROJECTIONS = ("gradient", "update")
+Projection = Literal["gradient", "update", "both"]
+PROJECTIONS = ("gradient", "update", "both")
 
 
 class SpanProjection(Method):
@@ -51,23 +56,27 @@ class SpanProjection(Method):
     :meth:`protected`, :meth:`project_gradient_`, :meth:`project_` and :meth:`inside_norms`.
 
     Args (of the subclasses):
-        project: ``"gradient"`` (the papers) or ``"update"`` (exact under any optimiser; the
-            gradient is projected too).
+        project: ``"gradient"`` (the papers), ``"update"`` (exact under any optimiser) or
+            ``"both"`` (the gradient, then the update: exact, and Adam's moments see projected
+            gradients only).
         reset_optimizer: clear the optimiser's state when each task after the first starts.
+        leak_every: measure the leak on every this many steps (1: every step).
     """
 
     projects_gradients = True
     leak_groups: tuple[str, ...] = ()  # names of the groups of inside_norms beyond the whole (GPM: its layers)
 
-    def init_projection(self, project: Projection, reset_optimizer: bool) -> None:
+    def init_projection(self, project: Projection, reset_optimizer: bool, leak_every: int) -> None:
         if project not in PROJECTIONS:
             raise ValueError(f"{setting(self, 'project')}={project!r} is not supported; use one of {', '.join(PROJECTIONS)}.")
-        self.project, self.reset_optimizer = project, bool(reset_optimizer)
+        if leak_every < 1:
+            raise ValueError(f"{setting(self, 'leak_every')}={leak_every} must be at least 1.")
+        self.project, self.reset_optimizer, self.leak_every = project, bool(reset_optimizer), leak_every
         # Declared state: the leak summed over the current task's steps (whole, then each group), and how many.
         self.leak_sums: torch.Tensor | None = None
         self.leak_steps = 0
         self._before: list[torch.Tensor] = []  # the protected parameters before the step in progress
-        self._stepped = False
+        self._stepped = self._measure = False
         self._epoch_sums: torch.Tensor | None = None  # the same over the epoch, on the device: no sync per step
         self._epoch_steps = 0
 
@@ -116,7 +125,11 @@ class SpanProjection(Method):
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer) -> None:
         if self.span_empty:
             return
-        self.project_gradient_(trainer, pl_module)  # in both forms (the module's docstring says why)
+        if self.project != "update":
+            self.project_gradient_(trainer, pl_module)
+        self._measure = trainer.global_step % self.leak_every == 0
+        if self.project == "gradient" and not self._measure:
+            return
         params = self.protected(pl_module)
         if len(self._before) != len(params) or any(b.shape != p.shape or b.device != p.device
                                                    for b, p in zip(self._before, params)):
@@ -131,10 +144,12 @@ class SpanProjection(Method):
             return
         self._stepped = False
         params = self.protected(pl_module)
-        if self.project == "update":  # theta <- theta_before + P(theta - theta_before)
+        if self.project != "gradient":  # theta <- theta_before + P(theta - theta_before)
             torch._foreach_sub_(params, self._before)  # the parameters now hold the step's change
             self.project_(params)
             torch._foreach_add_(params, self._before)
+        if not self._measure:
+            return
         change = torch._foreach_sub(params, self._before)  # the change the step made, as the parameters hold it
         norms = self.inside_norms(change)
         leak = (norms[:, 0] / norms[:, 1].clamp(min=torch.finfo(norms.dtype).tiny)).sqrt()
