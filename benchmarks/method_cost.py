@@ -6,11 +6,12 @@ Each run trains tasks [0, 1] and [2, 3] for ``--steps`` steps each (class-IL) an
 2's steps, where every method is active (its memory, penalty or basis holds task 1). Prints
 the median ms per step, the ratio to naive fine-tuning, and the method's extra state (its
 checkpointed tensors) in MiB. Targets: regularisers (EWC, SI, MAS) at most 1.2x; ER and LwF
-at most 2.2x (twice the forward work); A-GEM, GPM, OGD at most 2.5x, in both projection forms
-(``gpm:update``, ``ogd:update``: ``--trainer.callbacks.project update``, the methods study's form).
+at most 2.2x (twice the forward work); A-GEM, GPM, OGD at most 2.5x, in every projection form
+(``gpm:both``, ``ogd:update``...: ``--trainer.callbacks.project both``; the methods studies run
+GPM with ``both`` and OGD with ``update``).
 
     python benchmarks/method_cost.py --steps 200 --rounds 3
-    python benchmarks/method_cost.py --methods none gpm gpm:update ogd ogd:update
+    python benchmarks/method_cost.py --methods gpm gpm:update gpm:both ogd ogd:update ogd:both
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ METHODS = {
     "none": [],
     **{name: ["-c", f"configs/methods/{name}.yaml"]
        for name in ("ewc", "online_ewc", "si", "mas", "lwf", "er", "agem", "gpm", "ogd")},
-    **{f"{name}:update": ["-c", f"configs/methods/{name}.yaml", "--trainer.callbacks.project", "update"]
-       for name in ("gpm", "ogd")},
+    **{f"{name}:{form}": ["-c", f"configs/methods/{name}.yaml", "--trainer.callbacks.project", form]
+       for name in ("gpm", "ogd") for form in ("update", "both")},
 }
 
 
