@@ -87,7 +87,8 @@ class ConstraintOfEachStep(Callback):
         params = self.agem._params
         x, y, t = self.agem.memory.x, self.agem.memory.y, self.agem.memory.t
         with torch.enable_grad():
-            ref = torch.autograd.grad(F.cross_entropy(pl_module.scenario_forward(x, t)[0], y), params, allow_unused=True)
+            loss = F.cross_entropy(pl_module.scenario_forward(x, t)[0], y)
+            ref = torch.autograd.grad(loss, params, allow_unused=True)
         self.ref, self.grad = flatten_grads(params, ref), flatten_grads(params)
         self.before = [p.detach().clone() for p in params]
 
@@ -96,7 +97,8 @@ class ConstraintOfEachStep(Callback):
             return
         delta = torch.cat([(p.detach() - b).reshape(-1) for p, b in zip(self.agem._params, self.before)])
         scale = self.ref.norm()
-        self.dots.append(((self.grad @ self.ref) / (self.grad.norm() * scale), (-delta @ self.ref) / (delta.norm() * scale)))
+        self.dots.append(((self.grad @ self.ref) / (self.grad.norm() * scale),
+                          (-delta @ self.ref) / (delta.norm() * scale)))
 
     def on_train_epoch_end(self, trainer, pl_module):
         if self.agem._steps:
@@ -107,7 +109,8 @@ class ConstraintOfEachStep(Callback):
 def test_the_update_a_gem_makes_does_not_raise_the_memory_loss_to_first_order(tmp_path, optimizer):
     agem = AGEM(per_class=10, batch_size=1000)  # all 20-40 memory examples: the probe's reference is A-GEM's
     probe = ConstraintOfEachStep(agem)
-    fit_synthetic(tmp_path, [agem, probe], scenario="domain", steps=30, optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 1e-3)
+    lr = 0.05 if optimizer == "sgd" else 1e-3
+    fit_synthetic(tmp_path, [agem, probe], scenario="domain", steps=30, optimizer=optimizer, lr=lr)
     assert len(probe.dots) == 60 and probe.projected > 0  # tasks 2 and 3; some steps conflicted and were projected
     gradient_dots = torch.tensor([g for g, _ in probe.dots])
     update_dots = torch.tensor([u for _, u in probe.dots])
