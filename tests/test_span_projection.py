@@ -136,3 +136,19 @@ def test_a_run_resumed_mid_task_reports_the_uninterrupted_leak(tmp_path):
     assert straight["method_metrics"]["gpm/leak"][1] > 1e-3
     assert resumed["method_metrics"] == straight["method_metrics"]
     assert resumed["accuracy_matrix"] == straight["accuracy_matrix"]
+
+
+def test_a_checkpoint_made_before_the_projection_settings_existed_resumes_with_its_state(tmp_path):
+    checkpoints = ModelCheckpoint(save_top_k=-1, every_n_epochs=1)
+    straight_gpm = METHODS["gpm"]()
+    _, straight = fit_synthetic(tmp_path / "straight", [straight_gpm, checkpoints])
+    ckpt = torch.load(next((tmp_path / "straight").rglob("epoch=0-*.ckpt")), weights_only=False)  # end of task 1
+    # As an earlier GPM wrote it: its settings then, no leak in its state.
+    state = ckpt["callbacks"].pop(straight_gpm.state_key)
+    ckpt["callbacks"]["GPM{'threshold': [0.97], 'examples': 64}"] = {"bases": state["bases"]}
+    torch.save(ckpt, tmp_path / "older.ckpt")
+    resumed_gpm = METHODS["gpm"]()
+    _, resumed = fit_synthetic(tmp_path / "resumed", [resumed_gpm], ckpt_path=tmp_path / "older.ckpt")
+    assert all(torch.equal(a, b) for a, b in zip(resumed_gpm.bases, straight_gpm.bases))
+    assert resumed["accuracy_matrix"] == straight["accuracy_matrix"]
+    assert resumed["method_metrics"] == straight["method_metrics"]

@@ -35,6 +35,7 @@ describe how the method acted on that task (GPM's and OGD's leak), and keeps the
 
 from __future__ import annotations
 
+import ast
 import inspect
 from typing import Any, ClassVar
 
@@ -124,10 +125,31 @@ class Method(TaskCallback):
 
     @override
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        # Checkpoints made before methods had settings in their state_key kept it under the class name.
         states = checkpoint.get("callbacks", {})
-        if self.state_key not in states and type(self).__qualname__ in states:
-            states[self.state_key] = states.pop(type(self).__qualname__)
+        if self.state_key not in states and (older := self._older_state_key(states)) is not None:
+            states[self.state_key] = states.pop(older)
+
+    def _older_state_key(self, states: dict[str, Any]) -> str | None:
+        """The key of this method's state in a checkpoint made by an earlier version of it: under the
+        class name (before methods had settings in their state_key), or under the settings it had then,
+        where every setting added since keeps its default here (GPM's and OGD's ``project``)."""
+        name = type(self).__qualname__
+        if name in states:
+            return name
+        params = inspect.signature(type(self).__init__).parameters
+        ours = self.settings
+        for key in states:
+            if not (isinstance(key, str) and key.startswith(name + "{")):
+                continue
+            try:
+                theirs = ast.literal_eval(key[len(name):])
+            except (ValueError, SyntaxError):
+                continue
+            if (isinstance(theirs, dict) and theirs.keys() < ours.keys()
+                    and all(ours[k] == v for k, v in theirs.items())
+                    and all(ours[k] == params[k].default for k in ours.keys() - theirs.keys())):
+                return key
+        return None
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
