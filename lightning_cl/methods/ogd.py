@@ -36,9 +36,11 @@ LOGIT_OF = {
 class OrthogonalGradientDescent(SpanProjection):
     """Project every optimiser step of task 2 onwards off the gradients stored after earlier tasks.
 
-    The projection runs in ``on_before_optimizer_step``: once per optimiser step, on the final
-    gradient (after gradient accumulation and AMP unscaling). ``on_after_backward`` would see
-    each micro-batch's gradient, still multiplied by the AMP loss scale. The notebook's
+    The projection of the gradient runs in ``on_before_optimizer_step``: once per optimiser
+    step, on the final gradient (after gradient accumulation and AMP unscaling).
+    ``on_after_backward`` would see each micro-batch's gradient, still multiplied by the AMP
+    loss scale. The projection of the update (``project: update`` or ``both``) runs in
+    ``on_train_batch_end``, on the change the optimiser made. The notebook's
     variant keeps an orthonormal ``(k, n)`` basis on the training device (a step costs two
     matrix-vector products); the paper's per-example variants keep their gradients as layer
     factors (:class:`~lightning_cl.maths.factored_span.FactoredSpan`: ~200x less memory on the
