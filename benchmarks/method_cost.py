@@ -7,10 +7,13 @@ Each run trains tasks [0, 1] and [2, 3] for ``--steps`` steps each (class-IL) an
 the median ms per step, the ratio to naive fine-tuning, the method's extra state (its
 checkpointed tensors) in MiB, and the seconds its end of task 1 takes beyond naive fine-tuning's
 (from task 1's last step to task 2's first: what the method keeps of the task, e.g. EWC's
-expected Fisher over all of the task's training examples). Targets: regularisers (EWC, SI, MAS) at most 1.2x; ER and LwF
-at most 2.2x (twice the forward work); A-GEM, GPM, OGD at most 2.5x.
+expected Fisher over all of the task's training examples). Targets: regularisers (EWC, SI, MAS)
+at most 1.2x; ER and LwF at most 2.2x (twice the forward work); A-GEM, GPM, OGD at most 2.5x, in
+every projection form (``gpm:both``, ``ogd:update``...: ``--trainer.callbacks.project both``; the
+methods studies run GPM with ``both`` and OGD with ``update``).
 
     python benchmarks/method_cost.py --steps 200 --rounds 3
+    python benchmarks/method_cost.py --methods gpm gpm:update gpm:both ogd ogd:update ogd:both
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ METHODS = {
     "none": [],
     **{name: ["-c", f"configs/methods/{name}.yaml"]
        for name in ("ewc", "online_ewc", "si", "mas", "lwf", "er", "agem", "gpm", "ogd")},
+    **{f"{name}:{form}": ["-c", f"configs/methods/{name}.yaml", "--trainer.callbacks.project", form]
+       for name in ("gpm", "ogd") for form in ("update", "both")},
 }
 
 
@@ -66,13 +71,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
+                        help="the methods to time (none, the baseline, is always timed)")
     args = parser.parse_args()
     print(f"torch threads: {torch.get_num_threads()}")
-    times: dict[str, list[float]] = {name: [] for name in METHODS}
+    methods = {name: METHODS[name] for name in dict.fromkeys(["none", *args.methods])}
+    times: dict[str, list[float]] = {name: [] for name in methods}
     memory: dict[str, float] = {}
     task_end: dict[str, list[float]] = {name: [] for name in METHODS}
     for r in range(args.rounds):
-        for name, extra in METHODS.items():
+        for name, extra in methods.items():
             timer = TaskEndTimer()
             ms, trainer = timed_fit([*BASE, *extra], args.steps, args.data_dir, callbacks=(timer,))
             times[name].append(ms)

@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_cl.evaluation import TaskEvaluation, evaluate_tasks
-from lightning_cl.methods.method import method_name
+from lightning_cl.methods.method import method_name, methods_of
 from lightning_cl.metrics import ACC
 from lightning_cl.results import RESULTS_FILE, RunResults
 from lightning_cl.settings import grouping_settings
@@ -38,6 +38,7 @@ class RunRecorder:
         self.epochs_used: list[int] = []
         self.steps_used: list[int] = []
         self.random_init_accuracy: list[float] | None = None
+        self.method_metrics: dict[str, list[float | None]] = {}  # per task, what methods report (Method.task_metrics)
         self._elapsed_before = 0.0  # seconds spent before a resume
         self._fit_start = time.perf_counter()
 
@@ -58,6 +59,7 @@ class RunRecorder:
         self.evaluations.append(evaluation)
         self.epochs_used.append(epochs)
         self.steps_used.append(steps)
+        self._collect_method_metrics(trainer, pl_module, task)
         record = self.record(trainer, complete=task + 1 == datamodule.num_tasks)
 
         metrics = {f"test/acc_task{j + 1}": acc for j, acc in enumerate(evaluation.task_accuracy)}
@@ -75,6 +77,14 @@ class RunRecorder:
         self.write(record, trainer)
         if record.complete:
             self._log_hparams(trainer, record)
+
+    def _collect_method_metrics(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
+        done = len(self.evaluations)  # one entry per task trained, this one the last
+        for method in methods_of(trainer):
+            for key, value in method.task_metrics(trainer, pl_module, task).items():
+                column = self.method_metrics.setdefault(key, [])
+                column.extend([None] * (done - 1 - len(column)))
+                column.append(value)
 
     def _log_hparams(self, trainer: Trainer, record: RunResults) -> None:
         """The run's grouping settings and final metrics in TensorBoard's HParams view, so that
@@ -115,6 +125,7 @@ class RunRecorder:
             wall_time_s=round(self.elapsed(), 3),
             config=self.run_config,
             overrides=self.overrides,
+            method_metrics={k: list(v) for k, v in self.method_metrics.items()},
         )
 
     def write(self, record: RunResults, trainer: Trainer) -> None:
@@ -129,6 +140,7 @@ class RunRecorder:
             "random_init_accuracy": self.random_init_accuracy,
             "elapsed_s": self.elapsed(),
             "overrides": self.overrides,
+            "method_metrics": {k: list(v) for k, v in self.method_metrics.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -136,6 +148,7 @@ class RunRecorder:
         self.steps_used = list(state.get("steps_used", []))
         self.evaluations = [TaskEvaluation(**e) for e in state["evaluations"]]
         self.random_init_accuracy = state.get("random_init_accuracy")
+        self.method_metrics = {k: list(v) for k, v in state.get("method_metrics", {}).items()}
         self._elapsed_before = state["elapsed_s"]
         if "overrides" in state:  # the first start knew them; a resume from the run's config.yaml sees none
             self.overrides = state["overrides"]

@@ -20,7 +20,7 @@ from lightning_cl.metrics import cl_metrics
 RESULTS_FILE = "results.json"
 # Changes when a key changes meaning or a reader needs a new key (2 added benchmark, scenario,
 # method, task_names, random_init_accuracy and the CL metrics, and moved data under init_args;
-# overrides and warnings were added since, in format 2).
+# overrides, warnings and method_metrics were added since, in format 2).
 # A key derived from the others (tasks_done, final_seen_accuracy, the metrics, warnings) is
 # recomputed on reading, and readers ignore keys they do not know: adding one keeps the version,
 # so that a file of this lightning-cl stays readable by an earlier one.
@@ -66,6 +66,9 @@ class RunResults:
     # the settings the command line changed from the -c files' (lightning_cl.settings.overrides);
     # None where not known (a file of format 1 or 2, a run not started by lightning-cl)
     overrides: dict[str, Any] | None = None
+    # per task, what the methods report of how they acted (Method.task_metrics), keyed <method>/<what>,
+    # e.g. {"gpm/leak": [null, 2e-7]}; {} where no method reports anything (and in older files)
+    method_metrics: dict[str, list[float | None]] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     @property

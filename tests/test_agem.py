@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from conftest import REPO
@@ -70,6 +71,53 @@ def test_the_step_gradient_does_not_conflict_with_the_memory_gradient():
     assert torch.dot(projected, ref).abs() < 1e-4 * g.norm() * ref.norm()
     assert agem._projected.item() == 1 and agem._steps == 1
     assert all(p.grad is v for p, v in zip(agem._params, agem._grad.views))  # projected in place
+
+
+class ConstraintOfEachStep(Callback):
+    """After A-GEM (later in the callbacks), per step: ``g . g_ref`` of the gradient the optimiser
+    uses and ``-delta . g_ref`` of the change it makes, relative to their norms, with ``g_ref``
+    the gradient on the whole memory (A-GEM's reference when its batch holds all of it)."""
+
+    def __init__(self, agem):
+        self.agem, self.dots, self.projected = agem, [], 0
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if not len(self.agem.memory):
+            return
+        params = self.agem._params
+        x, y, t = self.agem.memory.x, self.agem.memory.y, self.agem.memory.t
+        with torch.enable_grad():
+            loss = F.cross_entropy(pl_module.scenario_forward(x, t)[0], y)
+            ref = torch.autograd.grad(loss, params, allow_unused=True)
+        self.ref, self.grad = flatten_grads(params, ref), flatten_grads(params)
+        self.before = [p.detach().clone() for p in params]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not len(self.agem.memory):
+            return
+        delta = torch.cat([(p.detach() - b).reshape(-1) for p, b in zip(self.agem._params, self.before)])
+        scale = self.ref.norm()
+        self.dots.append(((self.grad @ self.ref) / (self.grad.norm() * scale),
+                          (-delta @ self.ref) / (delta.norm() * scale)))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self.agem._steps:
+            self.projected += int(self.agem._projected.item())
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_update_a_gem_makes_does_not_raise_the_memory_loss_to_first_order(tmp_path, optimizer):
+    agem = AGEM(per_class=10, batch_size=1000)  # all 20-40 memory examples: the probe's reference is A-GEM's
+    probe = ConstraintOfEachStep(agem)
+    lr = 0.05 if optimizer == "sgd" else 1e-3
+    fit_synthetic(tmp_path, [agem, probe], scenario="domain", steps=30, optimizer=optimizer, lr=lr)
+    assert len(probe.dots) == 60 and probe.projected > 0  # tasks 2 and 3; some steps conflicted and were projected
+    gradient_dots = torch.tensor([g for g, _ in probe.dots])
+    update_dots = torch.tensor([u for _, u in probe.dots])
+    assert gradient_dots.min() > -1e-5, gradient_dots.min()  # g_projected . g_ref >= 0 (A-GEM's constraint, eq. 11)
+    if optimizer == "sgd":  # the parameters' change is -lr g_projected: the constraint holds for it too
+        assert update_dots.min() > -1e-5, update_dots.min()
+    # (with Adam, A-GEM constrains the gradient; Adam's rescaled step is not constrained, as in the paper's code)
 
 
 @pytest.mark.parametrize("scenario", ["task", "domain", "class"])

@@ -219,6 +219,8 @@ IN_A_CLASS = [
      "trainer.callbacks: EWC init_args.fisher='bogus' is not one of 'empirical', 'expected'."),
     ([SPLIT, GPM], ["--trainer.callbacks.threshold", "[0.95, 1.5, 0.99]"],
      "trainer.callbacks: GPM init_args.threshold=[0.95, 1.5, 0.99] must be one or more values in (0, 1]."),
+    ([SPLIT, GPM], ["--trainer.callbacks.project", "weights"],
+     "trainer.callbacks: GPM init_args.project='weights' is not one of 'gradient', 'update', 'both'."),
     ([SPLIT], ["--trainer.callbacks.lam", "5"],
      "--trainer.callbacks.lam sets an argument of the last callback given before it, and there is none: add the "
      "callback first, e.g. --trainer.callbacks+=lightning_cl.methods.EWC (EWC, MAS and OnlineEWC take lam)."),

@@ -56,3 +56,23 @@ def test_a_repeated_gradient_adds_no_dimension():
     span = span_with(net, 3)
     again = span.extend([d[:1] * 2 for d in span.deltas], [h[:1] for h in span.inputs], span.dense[:1] * 2)
     assert again == 0 and span.rank == 3 and span.count == 4
+
+
+def test_given_tensors_are_projected_in_place_and_their_inside_norm_measured_without_touching_the_gradients():
+    net = network()
+    span = span_with(net, 7)
+    params = list(net.parameters())
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    g = torch.Generator().manual_seed(2)
+    change = [torch.randn(p.shape, generator=g) for p in params]  # e.g. an optimiser's step
+    flat = flatten_grads(params, change)
+    basis = orthonormal_extend(torch.empty(0, len(flat)), span.dense_gradients())
+    inside = (basis @ flat).norm()
+    assert span.inside_norm(change).item() == pytest.approx(inside.item(), rel=1e-4)
+    assert torch.equal(flatten_grads(params, change), flat)  # measured, not changed
+    removed = span.project_(change)
+    assert removed.item() == pytest.approx(inside.item(), rel=1e-4)
+    assert torch.allclose(flatten_grads(params, change), flat - basis.T @ (basis @ flat), atol=1e-5)
+    assert span.inside_norm(change).item() < 1e-4 * flat.norm().item()
+    assert all(not p.grad.any() for p in params)  # the gradients were left alone

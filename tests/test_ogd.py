@@ -28,7 +28,7 @@ def stub_trainer(x: torch.Tensor, y: torch.Tensor, batch: int = 16) -> SimpleNam
     batches = [(x[i : i + batch], y[i : i + batch], t[i : i + batch]) for i in range(0, len(y), batch)]
     datamodule = SimpleNamespace(task_train_loader=lambda task: iter(batches), num_tasks=2)
     strategy = SimpleNamespace(reduce=lambda t, reduce_op: t)
-    return SimpleNamespace(datamodule=datamodule, world_size=1, strategy=strategy)
+    return SimpleNamespace(datamodule=datamodule, world_size=1, strategy=strategy, global_step=0)
 
 
 @pytest.fixture()
@@ -45,6 +45,7 @@ def model_and_data():
     ({"examples_per_task": 0}, "OrthogonalGradientDescent init_args.examples_per_task=0"),
     ({"eps": 0.0}, "OrthogonalGradientDescent init_args.eps=0.0"),
     ({"chunk_size": 0}, "OrthogonalGradientDescent init_args.chunk_size=0"),
+    ({"project": "step"}, "OrthogonalGradientDescent init_args.project='step'"),
 ])
 def test_ogd_settings_are_validated_and_named(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[")):

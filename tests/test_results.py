@@ -68,3 +68,12 @@ def test_a_run_whose_loss_exploded_is_flagged_in_its_record_and_marked_in_the_re
     assert f"`{logs / 'exploded' / 'results.json'}`: the loss exploded: the seen-task test loss was 7e+11" in report
     groups = json.loads((tmp_path / "out" / "summary.json").read_text())["groups"]
     assert sorted(len(g["warnings"]) for g in groups) == [0, 1]
+
+
+def test_method_metrics_are_an_optional_key_of_format_2(tmp_path):
+    _results(tmp_path / "before", format_version=2)  # written before methods reported per-task numbers
+    before = RunResults.read(tmp_path / "before" / "results.json")
+    assert before.method_metrics == {} and before.to_dict()["format_version"] == 2
+    _results(tmp_path / "after", format_version=2, method="gpm", method_metrics={"gpm/leak": [None, 2e-7]})
+    after = RunResults.read(tmp_path / "after" / "results.json")
+    assert after.to_dict()["method_metrics"] == {"gpm/leak": [None, 2e-7]}

@@ -103,34 +103,54 @@ class FactoredSpan:
             pieces[id(p)] = e
         return torch.cat([pieces[id(p)] for p in self.params], dim=1)
 
+    def _targets(self, tensors: list[torch.Tensor | None] | None) -> dict[int, torch.Tensor | None]:
+        """``tensors`` (shaped like :attr:`params`, in order; default: their ``.grad``) by parameter."""
+        tensors = [p.grad for p in self.params] if tensors is None else tensors
+        return {id(p): t for p, t in zip(self.params, tensors)}
+
+    def _coordinates(self, targets: dict[int, torch.Tensor | None]) -> torch.Tensor:
+        """``G x``: the stored gradients' dot products with ``x`` (a missing tensor counts as 0)."""
+        coords = torch.zeros(self.count, device=self.dense.device, dtype=self.dense.dtype)
+        for layer, d, h in zip(self.linears, self.deltas, self.inputs):
+            if (w := targets.get(id(layer.weight))) is not None:
+                coords += ((d @ w) * h).sum(1)
+            if layer.bias is not None and (b := targets.get(id(layer.bias))) is not None:
+                coords += d @ b
+        if self.others:
+            others = [targets[id(p)] for p in self.others]
+            flat = torch.cat([(t if t is not None else torch.zeros_like(p)).reshape(-1) for p, t in zip(self.others, others)])
+            coords += self.dense @ flat
+        return coords
+
     @torch.no_grad()
-    def project_(self) -> torch.Tensor:
-        """In place, remove from the parameters' ``.grad`` its component in the span; returns the
-        removed component's norm. A parameter without a gradient is left without one."""
+    def project_(self, tensors: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+        """In place, remove from ``tensors`` (shaped like :attr:`params`, in order: a gradient or a
+        change of the parameters; default: the parameters' ``.grad``) its component in the span;
+        returns the removed component's norm. A missing tensor (``None``) is left as it is."""
         if self._projector is None:
             return torch.zeros((), device=self.dense.device)
-        coords = torch.zeros(self.count, device=self.dense.device, dtype=self.dense.dtype)  # G g
+        targets = self._targets(tensors)
+        coords = self._coordinates(targets)  # G x
+        c = self._projector @ coords  # K^+ G x
         for layer, d, h in zip(self.linears, self.deltas, self.inputs):
-            if layer.weight.grad is not None:
-                coords += ((d @ layer.weight.grad) * h).sum(1)
-            if layer.bias is not None and layer.bias.grad is not None:
-                coords += d @ layer.bias.grad
-        other_grads = [p.grad for p in self.others]
-        if self.others:
-            flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for p, g in zip(self.others, other_grads)])
-            coords += self.dense @ flat
-        c = self._projector @ coords  # K^+ G g
-        for layer, d, h in zip(self.linears, self.deltas, self.inputs):
-            if layer.weight.grad is not None:
-                layer.weight.grad.addmm_((d * c[:, None]).T, h, alpha=-1.0)  # -= D^T diag(c) H
-            if layer.bias is not None and layer.bias.grad is not None:
-                layer.bias.grad.sub_(d.T @ c)
+            if (w := targets.get(id(layer.weight))) is not None:
+                w.addmm_((d * c[:, None]).T, h, alpha=-1.0)  # -= D^T diag(c) H
+            if layer.bias is not None and (b := targets.get(id(layer.bias))) is not None:
+                b.sub_(d.T @ c)
         if self.others:
             removal = torch.split(self.dense.T @ c, [p.numel() for p in self.others])
-            for p, g, r in zip(self.others, other_grads, removal):
-                if g is not None:
-                    g.sub_(r.view_as(g))
-        return torch.dot(coords, c).clamp(min=0).sqrt()  # ||G^T K^+ G g||, as the projector is one
+            for p, r in zip(self.others, removal):
+                if (t := targets[id(p)]) is not None:
+                    t.sub_(r.view_as(t))
+        return torch.dot(coords, c).clamp(min=0).sqrt()  # ||G^T K^+ G x||, as the projector is one
+
+    @torch.no_grad()
+    def inside_norm(self, tensors: list[torch.Tensor | None]) -> torch.Tensor:
+        """The norm of the component of ``tensors`` (as for :meth:`project_`) in the span, leaving them as they are."""
+        if self._projector is None:
+            return torch.zeros((), device=self.dense.device)
+        coords = self._coordinates(self._targets(tensors))
+        return torch.dot(coords, self._projector @ coords).clamp(min=0).sqrt()
 
     def to(self, device: torch.device | str) -> FactoredSpan:
         self.deltas = [d.to(device) for d in self.deltas]

@@ -160,7 +160,7 @@ def agem_project_(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:
     return dot
 
 
-def gpm_extend(basis: torch.Tensor, representation: torch.Tensor, threshold: float) -> torch.Tensor:
+def gpm_extend(basis: torch.Tensor, representation: torch.Tensor, threshold: float, first: bool = False) -> torch.Tensor:
     """GPM's memory update of one layer (Saha, Garg & Roy 2021, "Gradient Projection Memory for
     Continual Learning", ICLR, eqs. 5-9).
 
@@ -169,7 +169,13 @@ def gpm_extend(basis: torch.Tensor, representation: torch.Tensor, threshold: flo
     span, ``R - M M^T R``, is decomposed by SVD, and its leading left singular vectors are
     appended until ``M`` captures at least ``threshold`` of the energy ``||R||_F^2``: the
     fewest ``r`` with ``||M^T R||^2 + sum_{i<=r} s_i^2 >= threshold ||R||^2``. With ``k = 0``
-    this is eq. 5 (the reference code keeps one vector fewer for the first task), else eq. 9.
+    this is eq. 5, else eq. 9.
+
+    ``first`` (the first task's basis, ``k = 0``) follows the reference code instead of eq. 5: it
+    keeps the directions whose cumulative energy stays *below* the threshold, ``r = #{i:
+    sum_{j<=i} s_j^2 < threshold ||R||^2}``, one fewer than eq. 5 (github.com/sahagobinda/GPM,
+    main_pmnist.py, ``update_GPM``: ``r = np.sum(np.cumsum(sval_ratio)<threshold[i]) #+1``);
+    its later tasks follow eq. 9 as here.
 
     Returns the ``(d, k + r)`` basis (at most ``d`` columns); the old columns are unchanged.
     """
@@ -183,7 +189,10 @@ def gpm_extend(basis: torch.Tensor, representation: torch.Tensor, threshold: flo
     energy = s.square() / total
     captured = 1 - energy.sum()  # ||M M^T R||^2 / ||R||^2
     below = (captured + energy.cumsum(0) < threshold).sum().item()
-    r = 0 if captured >= threshold else min(below + 1, len(s))
+    if first and basis.shape[1] == 0:
+        r = int((energy.cumsum(0) < threshold).sum().item())
+    else:
+        r = 0 if captured >= threshold else min(below + 1, len(s))
     r = min(r, basis.shape[0] - basis.shape[1])
     return torch.cat([basis, u[:, :r]], dim=1)
 
@@ -195,6 +204,8 @@ def gpm_project_(weight_grad: torch.Tensor, bias_grad: torch.Tensor | None, basi
     matrix acting on the input with a constant 1 appended, and ``M`` (``(in + 1, k)``) the
     basis of such inputs; without a bias, ``G`` is ``weight_grad`` and ``M`` is ``(in, k)``.
     The update then leaves the layer's output on the stored inputs unchanged (to first order).
+    ``G`` may as well be a change of the layer's parameters (an optimiser's step): projected,
+    the change leaves those outputs unchanged exactly, as the layer is linear.
     """
     w_basis = basis[: weight_grad.shape[1]]
     coeffs = weight_grad @ w_basis  # G M, (out, k)
@@ -202,3 +213,12 @@ def gpm_project_(weight_grad: torch.Tensor, bias_grad: torch.Tensor | None, basi
         coeffs.addr_(bias_grad, basis[-1])
         bias_grad.sub_(coeffs @ basis[-1])
     weight_grad.sub_(coeffs @ w_basis.T)
+
+
+def gpm_inside_norm2(weight: torch.Tensor, bias: torch.Tensor | None, basis: torch.Tensor) -> torch.Tensor:
+    """``||G M||_F^2``: the squared norm of the part of ``G = [weight | bias]`` that :func:`gpm_project_`
+    removes (``M`` has orthonormal columns); ``weight`` and ``bias`` shaped like a Linear layer's."""
+    coeffs = weight @ basis[: weight.shape[1]]
+    if bias is not None:
+        coeffs.addr_(bias, basis[-1])
+    return coeffs.square().sum()

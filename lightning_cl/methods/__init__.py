@@ -4,7 +4,8 @@ A method is a :class:`~lightning_cl.methods.method.Method` (a Lightning callback
 sees task boundaries). What it may rely on of the task data and of the module is declared in
 :mod:`lightning_cl.methods.contract` and checked at setup. The kit: regularisers subclass
 :class:`~lightning_cl.methods.quadratic_penalty.QuadraticPenalty`, methods with an episodic
-memory :class:`~lightning_cl.methods.memory_method.MemoryMethod`.
+memory :class:`~lightning_cl.methods.memory_method.MemoryMethod`, methods that keep updates off
+a protected span :class:`~lightning_cl.methods.span_projection.SpanProjection`.
 """
 
 from lightning_cl.methods.agem import AGEM

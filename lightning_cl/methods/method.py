@@ -10,7 +10,9 @@ shared state):
   by ``1/t`` in task ``t``);
 * gradient methods (OGD, A-GEM, GPM) act in ``on_before_optimizer_step``, once per optimiser
   step on the final gradient, and set ``projects_gradients`` so that settings that would
-  change that gradient behind their back (mixed precision) are refused.
+  change that gradient behind their back (mixed precision) are refused; GPM and OGD's
+  projection of the update also acts in ``on_train_batch_end``, after the step
+  (:mod:`lightning_cl.methods.span_projection`).
 
 What a method may rely on of the data, the module and the network is declared in
 :mod:`lightning_cl.methods.contract` and checked in :meth:`Method.check_setup` (at setup, and by
@@ -26,10 +28,14 @@ holds its settings, so two instances of one method with different settings keep 
 
 **Task moments.** :meth:`Method.consolidate` runs at the end of every task but the last (no
 later task would use what it keeps); ``on_task_start`` / ``on_task_end`` run at every task.
+After each task the recorder asks every method for :meth:`Method.task_metrics`, numbers that
+describe how the method acted on that task (GPM's and OGD's leak), and keeps them per task in
+``results.json``'s ``method_metrics``.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
 from typing import Any, ClassVar
 
@@ -67,6 +73,11 @@ class Method(TaskCallback):
 
     def consolidate(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
         """Keep what ``task`` taught (a Fisher, a basis, a memory); called after every task but the last."""
+
+    def task_metrics(self, trainer: Trainer, pl_module: LightningModule, task: int) -> dict[str, float | None]:
+        """Diagnostics of ``task`` for ``results.json``'s ``method_metrics``, keyed ``<name>/<what>``
+        (e.g. ``gpm/leak``): asked after ``on_task_end``, once per task; ``None`` where undefined."""
+        return {}
 
     def restore(self, attribute: str, value: Any, pl_module: LightningModule) -> Any:
         """The value of a declared ``attribute`` rebuilt from its checkpointed ``value`` (default: as saved)."""
@@ -114,10 +125,31 @@ class Method(TaskCallback):
 
     @override
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        # Checkpoints made before methods had settings in their state_key kept it under the class name.
         states = checkpoint.get("callbacks", {})
-        if self.state_key not in states and type(self).__qualname__ in states:
-            states[self.state_key] = states.pop(type(self).__qualname__)
+        if self.state_key not in states and (older := self._older_state_key(states)) is not None:
+            states[self.state_key] = states.pop(older)
+
+    def _older_state_key(self, states: dict[str, Any]) -> str | None:
+        """The key of this method's state in a checkpoint made by an earlier version of it: under the
+        class name (before methods had settings in their state_key), or under the settings it had then,
+        where every setting added since keeps its default here (GPM's and OGD's ``project``)."""
+        name = type(self).__qualname__
+        if name in states:
+            return name
+        params = inspect.signature(type(self).__init__).parameters
+        ours = self.settings
+        for key in states:
+            if not (isinstance(key, str) and key.startswith(name + "{")):
+                continue
+            try:
+                theirs = ast.literal_eval(key[len(name):])
+            except (ValueError, SyntaxError):
+                continue
+            if (isinstance(theirs, dict) and theirs.keys() < ours.keys()
+                    and all(ours[k] == v for k, v in theirs.items())
+                    and all(ours[k] == params[k].default for k in ours.keys() - theirs.keys())):
+                return key
+        return None
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -5,7 +5,8 @@ At the end of each task, gradients that describe what the model does on that tas
 as an orthonormal basis; during later tasks each update is projected onto the orthogonal
 complement of that basis, so that (to first order) it does not change the stored outputs.
 The notebook's variant stores one gradient per task, that of the mean loss over the task's
-training batches.
+training batches. The paper projects the gradient and steps with plain SGD; ``project: update``
+(or ``both``) projects the optimiser's update itself (:mod:`~lightning_cl.methods.span_projection`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
 from lightning_cl.maths.factored_span import FactoredSpan
-from lightning_cl.maths.gradients import FlatGradient, orthonormal_extend, project_out_
+from lightning_cl.maths.gradients import FlatGradient, flatten_grads, flat_views, orthonormal_extend, project_out_
 from lightning_cl.maths.passes import first_examples, mean_loss_gradient, per_example_gradients, per_example_linear_factors
-from lightning_cl.methods.method import Method
+from lightning_cl.methods.span_projection import Projection, SpanProjection
 from lightning_cl.task_callback import setting
 
 Variant = Literal["mean_loss", "gtl", "all", "ave"]
@@ -32,12 +33,14 @@ LOGIT_OF = {
 }
 
 
-class OrthogonalGradientDescent(Method):
+class OrthogonalGradientDescent(SpanProjection):
     """Project every optimiser step of task 2 onwards off the gradients stored after earlier tasks.
 
-    The projection runs in ``on_before_optimizer_step``: once per optimiser step, on the final
-    gradient (after gradient accumulation and AMP unscaling). ``on_after_backward`` would see
-    each micro-batch's gradient, still multiplied by the AMP loss scale. The notebook's
+    The projection of the gradient runs in ``on_before_optimizer_step``: once per optimiser
+    step, on the final gradient (after gradient accumulation and AMP unscaling).
+    ``on_after_backward`` would see each micro-batch's gradient, still multiplied by the AMP
+    loss scale. The projection of the update (``project: update`` or ``both``) runs in
+    ``on_train_batch_end``, on the change the optimiser made. The notebook's
     variant keeps an orthonormal ``(k, n)`` basis on the training device (a step costs two
     matrix-vector products); the paper's per-example variants keep their gradients as layer
     factors (:class:`~lightning_cl.maths.factored_span.FactoredSpan`: ~200x less memory on the
@@ -60,18 +63,25 @@ class OrthogonalGradientDescent(Method):
             notebook's variant; the per-example variants leave out directions whose singular
             value is below 1e-4 of the largest).
         chunk_size: examples per vectorised per-example gradient computation (memory bound).
+        project: ``"gradient"`` (the paper, exact with plain SGD), ``"update"`` (exact with any
+            optimiser, e.g. Adam) or ``"both"`` (the gradient, then the update): see
+            :mod:`~lightning_cl.methods.span_projection`. The leak, the share of the actual
+            update inside the span, is logged as ``ogd/leak``.
+        reset_optimizer: clear the optimiser's state (Adam's moments) when each task after the
+            first starts.
+        leak_every: measure the leak on every this many steps (1: every step).
 
     Raises:
-        ValueError: for an unknown ``variant``, or a non-positive ``examples_per_task``,
-            ``eps`` or ``chunk_size``.
+        ValueError: for an unknown ``variant`` or ``project``, or a non-positive
+            ``examples_per_task``, ``eps``, ``chunk_size`` or ``leak_every``.
     """
 
     name = "ogd"
-    projects_gradients = True
-    keeps = ("basis", "factors", "vectors_per_task")
+    keeps = ("basis", "factors", "vectors_per_task", "leak_sums", "leak_steps")
 
     def __init__(
-        self, variant: Variant = "mean_loss", examples_per_task: int = 200, eps: float = 1e-8, chunk_size: int = 50
+        self, variant: Variant = "mean_loss", examples_per_task: int = 200, eps: float = 1e-8, chunk_size: int = 50,
+        project: Projection = "gradient", reset_optimizer: bool = False, leak_every: int = 10,
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"{setting(self, 'variant')}={variant!r} is not supported; use one of {', '.join(VARIANTS)}.")
@@ -82,6 +92,7 @@ class OrthogonalGradientDescent(Method):
         if chunk_size < 1:
             raise ValueError(f"{setting(self, 'chunk_size')}={chunk_size} must be at least 1.")
         self.variant, self.examples_per_task, self.eps, self.chunk_size = variant, examples_per_task, eps, chunk_size
+        self.init_projection(project, reset_optimizer, leak_every)
         self.basis: torch.Tensor | None = None  # mean_loss: (k, n) orthonormal rows, on the training device
         self.factors: FactoredSpan | None = None  # the per-example variants' gradients
         self.vectors_per_task: list[int] = []  # how many rows each task added
@@ -141,6 +152,7 @@ class OrthogonalGradientDescent(Method):
 
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
         self._removed_sum = torch.zeros((), device=pl_module.device)
         self._steps = 0
 
@@ -150,10 +162,32 @@ class OrthogonalGradientDescent(Method):
             return
         self._grad.attach()  # backward then accumulates into one flat vector, projected in place
 
-    @override
-    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer) -> None:
-        if self.basis_size == 0:
+    # ----------------------------------------------------------------- the span (SpanProjection)
+    @property
+    def span_empty(self) -> bool:
+        return self.basis_size == 0
+
+    def protected(self, pl_module: LightningModule) -> list[torch.Tensor]:
+        """Every trainable parameter: the stored gradients span the whole parameter space."""
+        return self._params
+
+    def project_(self, tensors: list[torch.Tensor]) -> None:
+        if self.per_example:
+            self.factors.project_(tensors)
             return
+        flat = flatten_grads(self._params, tensors)
+        project_out_(flat, self.basis)
+        torch._foreach_copy_(tensors, flat_views(self._params, flat))
+
+    def inside_norms(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors))).square()
+        if self.per_example:
+            inside = self.factors.inside_norm(tensors).square()
+        else:
+            inside = torch.mv(self.basis, flatten_grads(self._params, tensors)).square().sum()
+        return torch.stack([inside, total]).reshape(1, 2)
+
+    def project_gradient_(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.per_example:
             grads = [p.grad for p in self._params if p.grad is not None]
             norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
@@ -169,6 +203,7 @@ class OrthogonalGradientDescent(Method):
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)  # the leak
         pl_module.log("ogd/basis_size", float(self.basis_size), on_epoch=True)
         if self._steps:
             pl_module.log("ogd/removed_frac", self._removed_sum / self._steps, on_epoch=True, sync_dist=True)
