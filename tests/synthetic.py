@@ -12,6 +12,23 @@ from lightning_cl.data.task_data import TaskDataModule
 
 SIZES = {"train": 128, "val": 8, "test": 40}  # examples per class
 
+# A config of two synthetic tasks of a few steps each, for runs and studies in a subprocess.
+CONFIG = """\
+data:
+  class_path: synthetic.{data}
+  init_args:
+    tasks: [[0, 1], [2, 3]]
+    batch_size: 32
+task_loop:
+  epochs_per_task: null
+  steps_per_task: {steps}
+"""
+
+
+def config_yaml(steps: int, data: str = "SyntheticTasks") -> str:
+    """:data:`CONFIG` for ``steps`` steps per task of the DataModule ``data`` of this file."""
+    return CONFIG.format(steps=steps, data=data)
+
 
 class SyntheticTasks(TaskDataModule):
     """Class ``c`` is ``N(mean_c, 1)`` with a random unit ``mean_c`` times ``separation``."""

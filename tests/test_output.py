@@ -19,7 +19,7 @@ from lightning_cl import quiet
 from lightning_cl.classifier import ContinualClassifier
 from lightning_cl.progress import TaskProgressBar
 from lightning_cl.task_loop import TaskLoop
-from synthetic import SyntheticTasks
+from synthetic import SyntheticTasks, config_yaml
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")]),
        "OMP_NUM_THREADS": "1"}
@@ -27,16 +27,7 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REP
 # short tasks, the TPU line, max_epochs reached, and (in a study) the warning about LightningCLI's args.
 BANNERS = ("litlogger", "LeafSpec", "log_every_n_steps", "TPU available", "`Trainer.fit` stopped",
            "LightningCLI's args parameter")
-SYNTHETIC = """\
-data:
-  class_path: synthetic.SyntheticTasks
-  init_args:
-    tasks: [[0, 1], [2, 3]]
-    batch_size: 32
-task_loop:
-  epochs_per_task: null
-  steps_per_task: 3
-"""
+SYNTHETIC = config_yaml(steps=3)
 
 
 def test_a_run_prints_no_banner_and_its_bar_names_the_task(tmp_path):

@@ -12,16 +12,9 @@ from lightning_cl.cli import config_file_args, run_cli
 from lightning_cl.report import main as report
 from lightning_cl.report.comparison import group_runs, load_runs
 from lightning_cl.results import RunResults
+from synthetic import config_yaml
 
-SYNTHETIC = """\
-data:
-  class_path: synthetic.SyntheticOnDisk
-  init_args:
-    tasks: [[0, 1], [2, 3]]
-    batch_size: 32
-task_loop:
-  epochs_per_task: null
-  steps_per_task: 3
+SYNTHETIC = config_yaml(steps=3, data="SyntheticOnDisk") + """\
 trainer:
   enable_progress_bar: false
   enable_model_summary: false

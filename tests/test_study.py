@@ -23,24 +23,15 @@ from lightning_cl.settings import PLACEMENT
 from lightning_cl.study.plan import ADDED_SINCE_RUN_IDS, LEFT_OUT_OF_RUN_IDS, Resolver, StudyError, expand, load_study, plan
 from lightning_cl.study.runner import main, run_study
 from lightning_cl.study.worker import claimed, complete_results
+from synthetic import config_yaml
 
 TESTS = REPO / "tests"
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")])}
 
-SYNTHETIC = """\
-data:
-  class_path: synthetic.SyntheticTasks
-  init_args:
-    tasks: [[0, 1], [2, 3]]
-    batch_size: 32
-task_loop:
-  epochs_per_task: null
-  steps_per_task: {steps}
-"""
 
 
 def _study(tmp_path: Path, experiments: str, seeds=(0,), steps=8) -> Path:
-    (tmp_path / "synthetic.yaml").write_text(SYNTHETIC.format(steps=steps))
+    (tmp_path / "synthetic.yaml").write_text(config_yaml(steps))
     path = tmp_path / "study.yaml"
     path.write_text(f"seeds: {list(seeds)}\nexperiments:\n{experiments}")
     return path
