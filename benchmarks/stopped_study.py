@@ -30,19 +30,12 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the synthetic benchmark the study trains on
+from synthetic import config_yaml  # noqa: E402
+
 MARK = f"LIGHTNING_CL_STOPPED_STUDY={uuid.uuid4().hex}"
 ENV = {**os.environ, MARK.split("=")[0]: MARK.split("=")[1], "OMP_NUM_THREADS": "1",
        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
-CONFIG = """\
-data:
-  class_path: synthetic.SyntheticTasks
-  init_args:
-    tasks: [[0, 1], [2, 3]]
-    batch_size: 32
-task_loop:
-  epochs_per_task: null
-  steps_per_task: {steps}
-"""
 STUDY = """\
 seeds: [0, 1]
 experiments:
@@ -164,7 +157,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        (tmp / "synthetic.yaml").write_text(CONFIG.format(steps=args.steps))
+        (tmp / "synthetic.yaml").write_text(config_yaml(args.steps))
         (tmp / "study.yaml").write_text(STUDY)
         command = [sys.executable, "-m", "lightning_cl.study", str(tmp / "study.yaml"), "--jobs", "2", "--threads", "1"]
         stopped, straight = tmp / "stopped", tmp / "straight"
