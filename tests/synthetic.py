@@ -35,6 +35,7 @@ class SyntheticTasks(TaskDataModule):
 
     benchmark = "synthetic"
     num_classes = 10
+    sizes = SIZES
     input_size = 784
 
     def __init__(self, tasks: list[list[int]] = [[0, 1], [2, 3], [4, 5]], separation: float = 8.0, seed: int = 0,
@@ -44,7 +45,7 @@ class SyntheticTasks(TaskDataModule):
         means = torch.randn(self.num_classes, self.input_size, generator=generator)
         means = separation * means / means.norm(dim=1, keepdim=True)
         self._data = {}
-        for split, n in SIZES.items():
+        for split, n in self.sizes.items():
             y = torch.arange(self.num_classes).repeat_interleave(n)
             self._data[split] = (means[y] + torch.randn(len(y), self.input_size, generator=generator), y)
         super().__init__(**kwargs)

@@ -13,36 +13,19 @@ from lightning_cl.classifier import ContinualClassifier
 from lightning_cl.cli import run_cli
 from lightning_cl.data.task_data import TaskDataModule
 from lightning_cl.models.mlp import MLP
+from synthetic import SyntheticTasks
 
-SIZES = {"train": 32, "val": 4, "test": 10}  # examples per class
 
-
-class TinyTasks(TaskDataModule):
-    """Four Gaussian classes in 20 dimensions, two tasks of two classes: a benchmark in one class."""
+class TinyTasks(SyntheticTasks):
+    """Four Gaussian classes in 20 dimensions, two tasks of two classes: inputs that are not 784 numbers."""
 
     benchmark = "tiny"
     num_classes = 4
     input_size = 20
+    sizes = {"train": 32, "val": 4, "test": 10}  # examples per class
 
     def __init__(self, **kwargs) -> None:
-        generator = torch.Generator().manual_seed(0)
-        means = 6.0 * torch.nn.functional.normalize(torch.randn(self.num_classes, self.input_size, generator=generator))
-        self._data = {}
-        for split, n in SIZES.items():
-            y = torch.arange(self.num_classes).repeat_interleave(n)
-            self._data[split] = (means[y] + torch.randn(len(y), self.input_size, generator=generator), y)
-        super().__init__(**kwargs)
-
-    def task_classes(self) -> list[list[int]]:
-        return [[0, 1], [2, 3]]
-
-    def task_names(self) -> list[str]:
-        return [str(t) for t in self.task_classes()]
-
-    def task_examples(self, split: str, task: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self._data[split]
-        keep = torch.isin(y, torch.tensor(self.task_classes()[task]))
-        return x[keep], y[keep]
+        super().__init__(tasks=[[0, 1], [2, 3]], separation=6.0, **kwargs)
 
 
 class OneHiddenLayer(nn.Module):
