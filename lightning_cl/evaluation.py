@@ -73,3 +73,15 @@ def evaluate_tasks(forward: Forward, test_sets: Sequence[tuple[torch.Tensor, ...
         seen_loss=F.cross_entropy(logits, y).item(),
         sparsity=population_sparsity(hidden),
     )
+
+
+@torch.no_grad()
+def pooled_accuracy(forward: Forward, data: tuple[torch.Tensor, ...]) -> float | None:
+    """Accuracy of ``forward`` on one pooled ``(x, y, t)`` set (the validation examples of the tasks
+    seen so far); None for an empty set (``data.val_fraction`` 0)."""
+    x, y, t = data
+    if not len(y):
+        return None
+    logits, _ = forward(x, t)
+    return accuracy(logits, y)
+

@@ -15,7 +15,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_cl.evaluation import TaskEvaluation, evaluate_tasks
+from lightning_cl.evaluation import TaskEvaluation, evaluate_tasks, pooled_accuracy
 from lightning_cl.methods.method import method_name, methods_of
 from lightning_cl.metrics import ACC
 from lightning_cl.results import RESULTS_FILE, RunResults
@@ -35,6 +35,9 @@ class RunRecorder:
         self.seed: int | None = None
         self.results_path: Path | None = None
         self.evaluations: list[TaskEvaluation] = []
+        # per task, the accuracy on the held-out training examples of the tasks seen so far: what a
+        # study's selection of hyper-parameters compares (never the test set)
+        self.val_seen_accuracy: list[float | None] = []
         self.epochs_used: list[int] = []
         self.steps_used: list[int] = []
         self.random_init_accuracy: list[float] | None = None
@@ -57,6 +60,7 @@ class RunRecorder:
         datamodule = trainer.datamodule
         evaluation = evaluate_tasks(pl_module.eval_logits, datamodule.test_sets(), seen_tasks=task + 1)
         self.evaluations.append(evaluation)
+        self.val_seen_accuracy.append(pooled_accuracy(pl_module.eval_logits, datamodule.seen_data("val", task)))
         self.epochs_used.append(epochs)
         self.steps_used.append(steps)
         self._collect_method_metrics(trainer, pl_module, task)
@@ -117,6 +121,7 @@ class RunRecorder:
             random_init_accuracy=self.random_init_accuracy,
             seen_accuracy=[e.seen_accuracy for e in evaluations],
             seen_loss=[e.seen_loss for e in evaluations],
+            val_seen_accuracy=list(self.val_seen_accuracy),
             sparsity=[e.sparsity for e in evaluations],
             epochs_per_task=list(self.epochs_used),
             steps_per_task=list(self.steps_used),
@@ -137,6 +142,7 @@ class RunRecorder:
             "epochs_used": list(self.epochs_used),
             "steps_used": list(self.steps_used),
             "evaluations": [vars(e) for e in self.evaluations],
+            "val_seen_accuracy": list(self.val_seen_accuracy),
             "random_init_accuracy": self.random_init_accuracy,
             "elapsed_s": self.elapsed(),
             "overrides": self.overrides,
@@ -147,6 +153,8 @@ class RunRecorder:
         self.epochs_used = list(state["epochs_used"])
         self.steps_used = list(state.get("steps_used", []))
         self.evaluations = [TaskEvaluation(**e) for e in state["evaluations"]]
+        # a checkpoint made before validation was recorded: unknown for the tasks it had done
+        self.val_seen_accuracy = list(state.get("val_seen_accuracy", [None] * len(self.evaluations)))
         self.random_init_accuracy = state.get("random_init_accuracy")
         self.method_metrics = {k: list(v) for k, v in state.get("method_metrics", {}).items()}
         self._elapsed_before = state["elapsed_s"]

@@ -20,8 +20,8 @@ from lightning_cl.metrics import cl_metrics
 RESULTS_FILE = "results.json"
 # Changes when a key changes meaning or a reader needs a new key (2 added benchmark, scenario,
 # method, task_names, random_init_accuracy and the CL metrics, and moved data under init_args;
-# overrides, warnings and method_metrics were added since, in format 2).
-# A key derived from the others (tasks_done, final_seen_accuracy, the metrics, warnings) is
+# overrides, warnings, method_metrics and val_seen_accuracy were added since, in format 2).
+# A key derived from the others (tasks_done, final_seen_accuracy, final_val_accuracy, the metrics, warnings) is
 # recomputed on reading, and readers ignore keys they do not know: adding one keeps the version,
 # so that a file of this lightning-cl stays readable by an earlier one.
 FORMAT_VERSION = 2
@@ -50,6 +50,9 @@ class RunResults:
     accuracy_matrix: list[list[float]]
     seen_accuracy: list[float]
     seen_loss: list[float] = field(default_factory=list)
+    # per task, the accuracy on the validation examples (held-out training data) of the tasks seen
+    # so far; [] in files written before it was recorded, None where a run holds out no validation data
+    val_seen_accuracy: list[float | None] = field(default_factory=list)
     sparsity: list[dict[str, float]] = field(default_factory=list)
     error: str | None = None
     benchmark: str = "split_mnist"
@@ -80,6 +83,12 @@ class RunResults:
         return self.seen_accuracy[-1] if self.complete and self.seen_accuracy else None
 
     @property
+    def final_val_accuracy(self) -> float | None:
+        """The validation accuracy after the last task of a complete run: what selection compares."""
+        done = self.complete and len(self.val_seen_accuracy) == self.tasks_done
+        return self.val_seen_accuracy[-1] if done and self.val_seen_accuracy else None
+
+    @property
     def warnings(self) -> list[str]:
         """What makes the run's numbers suspect though it ran: a seen-task loss that exploded."""
         exploded = [(task, loss) for task, loss in enumerate(self.seen_loss)
@@ -100,6 +109,7 @@ class RunResults:
         data = {"format_version": data.pop("format_version"), **data}
         data["tasks_done"] = self.tasks_done
         data["final_seen_accuracy"] = self.final_seen_accuracy
+        data["final_val_accuracy"] = self.final_val_accuracy
         data["warnings"] = self.warnings
         data.update(self.metrics())
         return data

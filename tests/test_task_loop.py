@@ -159,3 +159,14 @@ def test_task_loop_checks_the_interfaces_at_setup(tmp_path):
         trainer(reload_dataloaders_every_n_epochs=1).fit(ContinualClassifier(), NotATaskDataModule())
     with pytest.raises(ValueError, match="reload_dataloaders_every_n_epochs=0.*set it to 1"):
         trainer().fit(ContinualClassifier(), SyntheticTasks())
+
+
+def test_results_json_records_the_validation_accuracy_of_the_tasks_seen(recorded):
+    trainer, results, _, _ = recorded
+    datamodule, module = trainer.datamodule, trainer.lightning_module
+    assert len(results["val_seen_accuracy"]) == 3 and results["final_val_accuracy"] == results["val_seen_accuracy"][-1]
+    # the last entry is the trained model's accuracy on the held-out examples of all three tasks, by hand
+    x, y, t = datamodule.seen_data("val", 2)
+    assert len(y) and not set(y.tolist()) <= set(datamodule.seen_data("val", 0)[1].tolist())
+    logits, _ = module.eval_logits(x, t)
+    assert results["final_val_accuracy"] == pytest.approx((logits.argmax(1) == y).float().mean().item())
