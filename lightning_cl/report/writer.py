@@ -13,6 +13,10 @@ directories (e.g. ``lightning_logs``). Writes into OUT_DIR:
 * ``acc_<benchmark>_<scenario>.png``: ACC on the tasks seen so far against the number of
   tasks trained, a line per method with a band over seeds; and the runs' own PNGs.
 
+``--select KEY [KEY ...]`` chooses among the groups that differ only in those settings the one
+with the best final validation accuracy (:mod:`lightning_cl.report.selection`): only its test
+numbers are in the tables, and a section lists the whole grid with its validation scores.
+
 A ``results.json`` that cannot be read, or lacks keys, is named in a warning and skipped.
 A study (``lightning-cl-study``) ends with this report over its runs.
 """
@@ -30,6 +34,7 @@ import numpy as np
 from lightning_cl.metrics import CL_METRICS
 from lightning_cl.report.comparison import Group, LoadedRun, acc_curve, group_runs, load_runs, summary
 from lightning_cl.report.notebook import copy_pictures, notebook_runs, render_notebook
+from lightning_cl.report.selection import SelectionError, check_selection, select, selection_tables
 from lightning_cl.plots import acc_curve_figure, save_figure
 from lightning_cl.results import RESULTS_FILE
 
@@ -83,19 +88,30 @@ def draw_acc_curves(groups: Sequence[Group], out: Path) -> dict[tuple[str, str],
     return pictures
 
 
-def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, include_deviating: bool = False) -> Path:
-    """Write ``report.md``, ``summary.json`` and the pictures for the runs under ``run_dirs``."""
+def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, include_deviating: bool = False,
+                 select_over: Sequence[str] = (), select_metric: str = "val_acc") -> Path:
+    """Write ``report.md``, ``summary.json`` and the pictures for the runs under ``run_dirs``;
+    with ``select_over``, each grid over those settings is replaced by its point chosen on validation."""
     out = Path(out_dir)
     loaded, problems = load_runs(run_dirs)
     out.mkdir(parents=True, exist_ok=True)
     for problem in problems:
         print(f"warning: skipped {problem}", file=sys.stderr)
     groups = group_runs(loaded)
-    (out / SUMMARY_FILE).write_text(json.dumps(summary(groups), indent=2) + "\n")
+    choices = []
+    if select_over:
+        metric, over = check_selection(select_metric, list(select_over), "select")
+        groups, choices = select(groups, over)
+    data = summary(groups)
+    if select_over:
+        data["selections"] = [c.to_dict(metric, over) for c in choices]
+    (out / SUMMARY_FILE).write_text(json.dumps(data, indent=2) + "\n")
     lines = ["# lightning-cl report", "",
              f"{len(loaded)} run(s) read, {sum(r.record.complete for r in loaded)} complete, "
-             f"{len(groups)} group(s).", ""]
+             f"{len(groups)} group(s){' after selection' if select_over else ''}.", ""]
     lines += comparison_tables(groups, draw_acc_curves(groups, out))
+    if choices:
+        lines += selection_tables(choices, metric, over)
     incomplete = [r for r in loaded if not r.record.complete]
     if incomplete or problems:
         lines += ["## Not compared", ""]
@@ -124,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("-o", "--out", required=True, help="output directory for report.md, summary.json, pictures")
     parser.add_argument("--include-deviating", action="store_true",
                         help="also compare runs that depart from the notebook's protocol in its tables")
+    parser.add_argument("--select", nargs="+", metavar="KEY", default=[],
+                        help="choose, among groups that differ only in these settings (e.g. trainer.callbacks.lam), "
+                             "the one with the best final validation accuracy")
     args = parser.parse_args(argv)
     if not args.run_dirs:
         parser.error("give run directories (or run a study: lightning-cl-study configs/studies/notebook.yaml)")
@@ -131,8 +150,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"-o {args.out} is a file, not a directory: give a directory for report.md, summary.json "
                      "and the pictures (it is created if missing)")
     try:
-        path = write_report(args.run_dirs, args.out, args.include_deviating)
-    except FileNotFoundError as err:
+        path = write_report(args.run_dirs, args.out, args.include_deviating, args.select)
+    except (FileNotFoundError, SelectionError) as err:
         parser.error(str(err))
     except OSError as err:  # a file on the way to -o, a read-only directory, a full disk
         parser.error(f"-o {args.out} cannot be written: {err.strerror or err}"

@@ -15,6 +15,12 @@ experiment x variant x grid point runs once per seed::
           class: {overrides: {data.scenario: class}}
         grid: {model.lr: [0.001, 0.0001]}
     executor: {jobs: 2}        # optional defaults for the command line's executor options
+    select: {metric: val_acc, over: [model.lr]}  # optional: report only each grid's best point
+
+``select`` chooses, per benchmark x scenario x method, the grid point with the best final
+validation accuracy (held-out training images of every task, never the test set): the report
+gives only its test numbers and lists the whole grid with its validation scores
+(:mod:`lightning_cl.report.selection`). Every grid point still runs.
 
 Config paths are relative to the study file's folder, else to the repository's ``configs/``.
 A run is identified by a hash of its resolved config and seed (:func:`run_id`), where it
@@ -42,7 +48,7 @@ import yaml
 from lightning_cl.settings import changes_results, flatten
 from lightning_cl.study import CONFIG_DIR
 
-STUDY_KEYS = {"description", "seeds", "experiments", "executor"}
+STUDY_KEYS = {"description", "seeds", "experiments", "executor", "select"}
 EXPERIMENT_KEYS = {"name", "configs", "overrides", "variants", "grid"}
 VARIANT_KEYS = {"configs", "overrides"}
 EXECUTOR_KEYS = {"executor", "jobs", "threads", "partition", "time", "gpus_per_job", "chunk_size", "jobs_per_gpu"}
@@ -81,6 +87,7 @@ class Study:
     seeds: list[int]
     experiments: list[dict[str, Any]]
     executor: dict[str, Any]
+    select: tuple[str, tuple[str, ...]] | None = None  # (metric, settings selected over)
 
 
 def _check_keys(where: str, given: dict, allowed: set[str]) -> None:
@@ -126,7 +133,31 @@ def load_study(path: str | Path) -> Study:
     if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise StudyError(f"{path}: 'seeds' must be a list of integers.")
     check_seeds(seeds, f"{path}: seeds")
-    return Study(path, data.get("description", ""), seeds, experiments, dict(data.get("executor") or {}))
+    return Study(path, data.get("description", ""), seeds, experiments, dict(data.get("executor") or {}),
+                 _check_select(data.get("select"), experiments, path))
+
+
+def _check_select(select: Any, experiments: list[dict[str, Any]], path: Path) -> tuple[str, tuple[str, ...]] | None:
+    """The study's ``select``, checked: a validation metric, and settings that some grid varies."""
+    if select is None:
+        return None
+    # here, not at the top: a run started by the CLI reads this module and must not import the report
+    from lightning_cl.report.selection import SelectionError, check_selection
+
+    where = f"{path}: select"
+    if not isinstance(select, dict):
+        raise StudyError(f"{where} is a mapping, e.g. {{metric: val_acc, over: [trainer.callbacks.lam]}}.")
+    _check_keys(where, select, {"metric", "over"})
+    try:
+        metric, over = check_selection(select.get("metric", "val_acc"), select.get("over"), where)
+    except SelectionError as err:
+        raise StudyError(str(err)) from None
+    varied = {key for exp in experiments for key in (exp.get("grid") or {})}
+    unvaried = [key for key in over if key not in varied]
+    if unvaried:
+        raise StudyError(f"{where}: no experiment's grid varies {', '.join(unvaried)}; select over settings that a "
+                         f"grid lists ({', '.join(sorted(varied)) or 'none has a grid'}).")
+    return metric, over
 
 
 def check_seeds(seeds: list[int], where: str) -> None:

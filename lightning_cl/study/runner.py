@@ -201,7 +201,9 @@ def run_study(study_file: str | Path, root: str | Path, seeds: list[int] | None 
         from lightning_cl.report import write_report
 
         try:
-            path = write_report([s.directory(root) for s in specs if s.directory(root).is_dir()], out)
+            metric, over = study.select or ("val_acc", ())
+            path = write_report([s.directory(root) for s in specs if s.directory(root).is_dir()], out,
+                                select_over=over, select_metric=metric)
             print(f"report: {path}")
         except OSError as err:  # the failures are still listed below
             report_error = (f"the report could not be written to {out} ({err.strerror or err}); the runs are kept: "
