@@ -13,6 +13,10 @@ directories (e.g. ``lightning_logs``). Writes into OUT_DIR:
 * ``acc_<benchmark>_<scenario>.png``: ACC on the tasks seen so far against the number of
   tasks trained, a line per method with a band over seeds; and the runs' own PNGs.
 
+Where a number was published for a protocol the runs follow (``lightning_cl/report/published.yaml``,
+each with its source), a section puts ours next to it with a verdict
+(:mod:`lightning_cl.report.reproduction`; ``--published FILE`` compares with another such file).
+
 ``--select KEY [KEY ...]`` chooses among the groups that differ only in those settings the one
 with the best final validation accuracy (:mod:`lightning_cl.report.selection`): only its test
 numbers are in the tables, and a section lists the whole grid with its validation scores.
@@ -34,6 +38,7 @@ import numpy as np
 from lightning_cl.metrics import CL_METRICS
 from lightning_cl.report.comparison import Group, LoadedRun, acc_curve, group_runs, load_runs, summary
 from lightning_cl.report.notebook import copy_pictures, notebook_runs, render_notebook
+from lightning_cl.report.reproduction import PUBLISHED_FILE, PublishedError, load_published, reproduction_rows, reproduction_table
 from lightning_cl.report.selection import SelectionError, check_selection, select, selection_tables
 from lightning_cl.plots import acc_curve_figure, save_figure
 from lightning_cl.results import RESULTS_FILE
@@ -89,7 +94,8 @@ def draw_acc_curves(groups: Sequence[Group], out: Path) -> dict[tuple[str, str],
 
 
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, include_deviating: bool = False,
-                 select_over: Sequence[str] = (), select_metric: str = "val_acc") -> Path:
+                 select_over: Sequence[str] = (), select_metric: str = "val_acc",
+                 published: str | Path = PUBLISHED_FILE) -> Path:
     """Write ``report.md``, ``summary.json`` and the pictures for the runs under ``run_dirs``;
     with ``select_over``, each grid over those settings is replaced by its point chosen on validation."""
     out = Path(out_dir)
@@ -105,11 +111,22 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, include_de
     data = summary(groups)
     if select_over:
         data["selections"] = [c.to_dict(metric, over) for c in choices]
+    reproduction = reproduction_rows(groups, load_published(published))
+    if reproduction:
+        data["reproduction"] = [{"benchmark": r.published.protocol.benchmark, "scenario": r.published.scenario,
+                                 "method": r.published.method, "protocol": r.published.protocol.name,
+                                 "published": {"value": r.published.value, "spread": r.published.spread,
+                                               "spread_kind": r.published.spread_kind, "seeds": r.published.seeds,
+                                               "scale": r.published.protocol.scale, "source": r.published.source},
+                                 "ours": None if r.group is None else {"label": r.group.label(), **r.group.stats("acc"),
+                                                                       "n_seeds": len(r.group.runs)},
+                                 "verdict": r.verdict()} for r in reproduction]
     (out / SUMMARY_FILE).write_text(json.dumps(data, indent=2) + "\n")
     lines = ["# lightning-cl report", "",
              f"{len(loaded)} run(s) read, {sum(r.record.complete for r in loaded)} complete, "
              f"{len(groups)} group(s){' after selection' if select_over else ''}.", ""]
     lines += comparison_tables(groups, draw_acc_curves(groups, out))
+    lines += reproduction_table(reproduction)
     if choices:
         lines += selection_tables(choices, metric, over)
     incomplete = [r for r in loaded if not r.record.complete]
@@ -143,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--select", nargs="+", metavar="KEY", default=[],
                         help="choose, among groups that differ only in these settings (e.g. trainer.callbacks.lam), "
                              "the one with the best final validation accuracy")
+    parser.add_argument("--published", default=str(PUBLISHED_FILE), metavar="FILE",
+                        help="published numbers to put ours next to (default: the package's published.yaml)")
     args = parser.parse_args(argv)
     if not args.run_dirs:
         parser.error("give run directories (or run a study: lightning-cl-study configs/studies/notebook.yaml)")
@@ -150,8 +169,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"-o {args.out} is a file, not a directory: give a directory for report.md, summary.json "
                      "and the pictures (it is created if missing)")
     try:
-        path = write_report(args.run_dirs, args.out, args.include_deviating, args.select)
-    except (FileNotFoundError, SelectionError) as err:
+        path = write_report(args.run_dirs, args.out, args.include_deviating, args.select, published=args.published)
+    except (FileNotFoundError, SelectionError, PublishedError) as err:
         parser.error(str(err))
     except OSError as err:  # a file on the way to -o, a read-only directory, a full disk
         parser.error(f"-o {args.out} cannot be written: {err.strerror or err}"
