@@ -10,7 +10,9 @@ checkpointed tensors) in MiB, and the seconds its end of task 1 takes beyond nai
 expected Fisher over all of the task's training examples). Targets: regularisers (EWC, SI, MAS)
 at most 1.2x; ER and LwF at most 2.2x (twice the forward work); A-GEM, GPM, OGD at most 2.5x, in
 every projection form (``gpm:both``, ``ogd:update``...: ``--trainer.callbacks.project both``; the
-methods studies run GPM with ``both`` and OGD with ``update``).
+methods studies run GPM with ``both`` and OGD with ``update``). GEM makes one more forward and backward
+pass per earlier task (on all of its memory) and solves a quadratic programme on the CPU when
+a step conflicts: it has no target.
 
     python benchmarks/method_cost.py --steps 200 --rounds 3
     python benchmarks/method_cost.py --methods gpm gpm:update gpm:both ogd ogd:update ogd:both
@@ -32,7 +34,7 @@ BASE = ["-c", "configs/benchmarks/split_mnist.yaml", "--data.tasks", "[[0, 1], [
 METHODS = {
     "none": [],
     **{name: ["-c", f"configs/methods/{name}.yaml"]
-       for name in ("ewc", "online_ewc", "si", "mas", "lwf", "er", "agem", "gpm", "ogd")},
+       for name in ("ewc", "online_ewc", "si", "mas", "lwf", "er", "agem", "gem", "gpm", "ogd")},
     **{f"{name}:{form}": ["-c", f"configs/methods/{name}.yaml", "--trainer.callbacks.project", form]
        for name in ("gpm", "ogd") for form in ("update", "both")},
 }
