@@ -48,7 +48,7 @@ from lightning_cl.data.mnist_files import MNISTUnavailableError
 from lightning_cl.data.split_mnist import SplitMNIST
 from lightning_cl.data.task_data import TaskDataModule
 from lightning_cl.methods.contract import ContractError
-from lightning_cl.methods.method import Method
+from lightning_cl.methods.method import Method, predicting_method
 from lightning_cl.progress import TaskProgressBar
 from lightning_cl.settings import overrides, resume_differences
 from lightning_cl.task_loop import TaskLoop
@@ -330,13 +330,20 @@ class ContinualCLI(LightningCLI):
 
     def _check_methods_can_run(self) -> None:
         """Each method's setup check (the contract, settings that must fit the network, e.g. GPM's
-        thresholds per layer) as an ``error:`` line, before the run's directory holds anything."""
-        for method in (cb for cb in self.trainer.callbacks if isinstance(cb, Method)):
+        thresholds per layer) and that at most one declares a prediction rule, as an ``error:`` line,
+        before the run's directory holds anything."""
+        methods = [cb for cb in self.trainer.callbacks if isinstance(cb, Method)]
+        for method in methods:
             try:
                 method.check_setup(self.datamodule, self.model)
             except ValueError as err:
                 self._remove_empty_run_dir()
                 self._parser(self.subcommand).error(str(err))
+        try:
+            predicting_method(methods)  # at most one prediction rule (Method.predict)
+        except ValueError as err:
+            self._remove_empty_run_dir()
+            self._parser(self.subcommand).error(str(err))
 
     def _remove_unstarted_run_dir(self) -> None:
         """A run that stopped at setup, before its first step, leaves no directory: only the

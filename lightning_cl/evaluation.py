@@ -5,6 +5,10 @@ The notebook's measurements: population sparsity is the fraction of activations 
 are exactly zero, over examples x neurons, on the test images of the tasks seen so far.
 Each task is tested on its own test set with the scenario's labels (``forward`` applies the
 task-IL mask), so the three scenarios share one evaluation.
+
+A method with a prediction rule of its own (``Method.predict``: iCaRL's nearest mean of
+exemplars) gives ``predict``: the accuracies are then those of its scores, while the seen
+loss and the sparsity stay those of the network (its logits and hidden activations).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
 Forward = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
+Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, t) -> scores, masked as the logits
 
 
 @dataclass
@@ -55,33 +60,37 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate_tasks(forward: Forward, test_sets: Sequence[tuple[torch.Tensor, ...]], seen_tasks: int) -> TaskEvaluation:
+def evaluate_tasks(forward: Forward, test_sets: Sequence[tuple[torch.Tensor, ...]], seen_tasks: int,
+                   predict: Predict | None = None) -> TaskEvaluation:
     """Evaluate on every task's test set ``(x, y, t)``; "seen" pools tasks ``0..seen_tasks-1``.
 
     ``forward(x, t)`` returns ``(logits, hidden)`` in eval mode with the scenario's mask.
     Every task is measured, future ones too (they fill the upper triangle of the accuracy
     matrix and give FWT). The seen loss is plain cross-entropy, as the notebook's validation loss.
+    ``predict(x, t)``, where given, returns the scores (masked as the logits) whose argmax is
+    the prediction: the accuracies use them; the seen loss stays the network's cross-entropy
+    (a prediction rule's scores have no scale a cross-entropy could read: see ``Method.predict``).
     """
     outputs = [forward(x, t) for x, _, t in test_sets]
-    task_accuracy = [accuracy(logits, y) for (logits, _), (_, y, _) in zip(outputs, test_sets)]
+    scores = [o[0] for o in outputs] if predict is None else [predict(x, t) for x, _, t in test_sets]
+    task_accuracy = [accuracy(s, y) for s, (_, y, _) in zip(scores, test_sets)]
     logits = torch.cat([o[0] for o in outputs[:seen_tasks]])
     y = torch.cat([s[1] for s in test_sets[:seen_tasks]])
     hidden = tuple(torch.cat(layer) for layer in zip(*(o[1] for o in outputs[:seen_tasks])))
     return TaskEvaluation(
         task_accuracy=task_accuracy,
-        seen_accuracy=accuracy(logits, y),
+        seen_accuracy=accuracy(logits if predict is None else torch.cat(scores[:seen_tasks]), y),
         seen_loss=F.cross_entropy(logits, y).item(),
         sparsity=population_sparsity(hidden),
     )
 
 
 @torch.no_grad()
-def pooled_accuracy(forward: Forward, data: tuple[torch.Tensor, ...]) -> float | None:
-    """Accuracy of ``forward`` on one pooled ``(x, y, t)`` set (the validation examples of the tasks
-    seen so far); None for an empty set (``data.val_fraction`` 0)."""
+def pooled_accuracy(forward: Forward, data: tuple[torch.Tensor, ...], predict: Predict | None = None) -> float | None:
+    """Accuracy of ``forward`` (or of ``predict``'s scores, where given) on one pooled ``(x, y, t)`` set
+    (the validation examples of the tasks seen so far); None for an empty set (``data.val_fraction`` 0)."""
     x, y, t = data
     if not len(y):
         return None
-    logits, _ = forward(x, t)
-    return accuracy(logits, y)
-
+    scores = forward(x, t)[0] if predict is None else predict(x, t)
+    return accuracy(scores, y)

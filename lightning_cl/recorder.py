@@ -3,6 +3,9 @@
 The task loop (``task_loop.py``) decides when a task ends; this decides what is measured
 then and keeps the :class:`~lightning_cl.results.RunResults` record, written atomically into
 the run's log directory after every task (and, marked incomplete, when a run fails).
+
+The accuracies are those of the network's logits, or of the scores of the run's one method
+with a prediction rule of its own (``Method.predict``: iCaRL's nearest mean of exemplars).
 """
 
 from __future__ import annotations
@@ -11,15 +14,35 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_cl.evaluation import TaskEvaluation, evaluate_tasks, pooled_accuracy
-from lightning_cl.methods.method import method_name, methods_of
+from lightning_cl.data.scenario import mask_logits
+from lightning_cl.evaluation import Predict, TaskEvaluation, evaluate_tasks, pooled_accuracy
+from lightning_cl.methods.method import method_name, methods_of, predicting_method
 from lightning_cl.metrics import ACC
 from lightning_cl.results import RESULTS_FILE, RunResults
 from lightning_cl.settings import grouping_settings
+
+
+def prediction_rule(trainer: Trainer, pl_module: LightningModule) -> Predict | None:
+    """The scores of the run's method with a prediction rule, masked to each example's task in
+    task-IL as the logits are (where the rule returns None: the network's logits); None where
+    no method declares one, so that such runs measure exactly as before."""
+    method = predicting_method(methods_of(trainer))
+    if method is None:
+        return None
+
+    def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        scores = method.predict(trainer, pl_module, x, t)
+        if scores is None:
+            return pl_module.eval_logits(x, t)[0]
+        return mask_logits(scores, t, pl_module.unit_mask)
+
+    return predict
 
 
 class RunRecorder:
@@ -53,14 +76,17 @@ class RunRecorder:
         """At the start of training: the random-init accuracies ``b_j`` (for FWT), once per run."""
         self._fit_start = time.perf_counter()
         if self.random_init_accuracy is None and not self.evaluations:
-            evaluation = evaluate_tasks(pl_module.eval_logits, trainer.datamodule.test_sets(), seen_tasks=1)
+            evaluation = evaluate_tasks(pl_module.eval_logits, trainer.datamodule.test_sets(), seen_tasks=1,
+                                        predict=prediction_rule(trainer, pl_module))
             self.random_init_accuracy = evaluation.task_accuracy
 
     def task_finished(self, trainer: Trainer, pl_module: LightningModule, task: int, epochs: int, steps: int) -> None:
         datamodule = trainer.datamodule
-        evaluation = evaluate_tasks(pl_module.eval_logits, datamodule.test_sets(), seen_tasks=task + 1)
+        predict = prediction_rule(trainer, pl_module)
+        evaluation = evaluate_tasks(pl_module.eval_logits, datamodule.test_sets(), seen_tasks=task + 1, predict=predict)
         self.evaluations.append(evaluation)
-        self.val_seen_accuracy.append(pooled_accuracy(pl_module.eval_logits, datamodule.seen_data("val", task)))
+        self.val_seen_accuracy.append(pooled_accuracy(pl_module.eval_logits, datamodule.seen_data("val", task),
+                                                      predict=predict))
         self.epochs_used.append(epochs)
         self.steps_used.append(steps)
         self._collect_method_metrics(trainer, pl_module, task)

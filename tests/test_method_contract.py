@@ -1,6 +1,7 @@
 """The method contract: a method written outside the package runs through the CLI; its declared
 state is checkpointed and restored; a method that needs what the network or data does not offer
-fails before training, naming it; two instances of a method keep their state apart."""
+fails before training, naming it; two instances of a method keep their state apart; a method's
+prediction rule (Method.predict) is declared by overriding it, and two of them are refused."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ from torch import nn
 
 from lightning_cl.classifier import ContinualClassifier
 from lightning_cl.cli import run_cli
-from lightning_cl.methods import EWC, GPM, OrthogonalGradientDescent
+from lightning_cl.methods import EWC, GPM, Method, OrthogonalGradientDescent
 from lightning_cl.methods.contract import ContractError, check_contract
+from lightning_cl.methods.method import declares_prediction, predicting_method
+from lightning_cl.recorder import prediction_rule
 from lightning_cl.task_loop import TaskLoop
+import stubs
 from method_runs import fit_synthetic
 from synthetic import SyntheticTasks
 
@@ -153,3 +157,41 @@ def test_a_contract_error_at_setup_is_one_line_and_leaves_no_directory(tmp_path,
     err = capsys.readouterr().err
     assert "error: RefusesAtSetup cannot run: the network (MLP) offers no frobnicate()." in err
     assert "Traceback" not in err and not root.exists()  # not even the TensorBoard file opened at setup
+
+
+def test_a_method_declares_a_prediction_rule_by_overriding_predict():
+    assert not any(declares_prediction(m) for m in (EWC, GPM, OrthogonalGradientDescent, Method))
+    assert declares_prediction(stubs.PredictsUnitZero) and declares_prediction(stubs.AlsoPredicts())
+    ewc = EWC(lam=1.0)
+    assert ewc.predict(None, None, torch.zeros(2, 784), torch.zeros(2, dtype=torch.long)) is None  # no rule
+    assert predicting_method([ewc, stubs.PredictsUnitZero()]).name == "unit_zero" and predicting_method([ewc]) is None
+
+
+def test_runs_without_a_prediction_rule_measure_the_networks_logits(tmp_path):
+    trainer, _ = fit_synthetic(tmp_path, [EWC(lam=1.0, fisher_examples=16)], steps=2)
+    assert prediction_rule(trainer, trainer.lightning_module) is None  # evaluate_tasks as before: predict=None
+
+
+def test_a_rule_that_returns_none_is_measured_by_the_networks_logits(tmp_path):
+    class Abstains(Method):
+        name = "abstains"
+
+        def predict(self, trainer, pl_module, x, t):
+            return None
+
+    _, naive = fit_synthetic(tmp_path / "naive", [], scenario="task", steps=4)
+    _, abstains = fit_synthetic(tmp_path / "abstains", [Abstains()], scenario="task", steps=4)
+    assert abstains["accuracy_matrix"] == naive["accuracy_matrix"] and abstains["seen_loss"] == naive["seen_loss"]
+
+
+def test_two_prediction_rules_are_refused_in_one_line_before_anything_is_written(tmp_path, capsys):
+    root = tmp_path / "runs"
+    two = ["--trainer.callbacks+=stubs.PredictsUnitZero", "--trainer.callbacks+=stubs.AlsoPredicts"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", *SYNTHETIC, *two, "--trainer.default_root_dir", str(root)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: trainer.callbacks: PredictsUnitZero and AlsoPredicts each declare a prediction rule (Method.predict), and a "
+        "run's accuracy is measured by one: keep only one of them."]
+    assert "Traceback" not in err and not root.exists()

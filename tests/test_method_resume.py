@@ -1,5 +1,5 @@
 """Every method's state survives a checkpoint: a run resumed mid-task (SI's path integral half
-accumulated, a Fisher, importance or frozen copy from the first task) gives the uninterrupted
+accumulated, a Fisher, importance, frozen copy or exemplars from the first task) gives the uninterrupted
 run's results exactly, on synthetic task-IL tasks (no MNIST)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from synthetic import SyntheticTasks
 
-from lightning_cl.methods import EWC, MAS, SI, LwF, OnlineEWC
+from lightning_cl.methods import EWC, MAS, SI, ICaRL, LwF, OnlineEWC
 from lightning_cl.classifier import ContinualClassifier
 from lightning_cl.task_loop import TaskLoop
 
@@ -22,6 +22,7 @@ METHODS = {
     "si": lambda: SI(c=1.0),
     "mas": lambda: MAS(lam=1.0, examples=32),
     "lwf": lambda: LwF(temperature=2.0),
+    "icarl": lambda: ICaRL(buffer_size=24),
 }
 
 

@@ -13,11 +13,12 @@ from lightning_cl.methods.er import ExperienceReplay
 from lightning_cl.methods.ewc import EWC, OnlineEWC
 from lightning_cl.methods.gem import GEM
 from lightning_cl.methods.gpm import GPM
+from lightning_cl.methods.icarl import ICaRL
 from lightning_cl.methods.lwf import LwF
 from lightning_cl.methods.mas import MAS
 from lightning_cl.methods.method import Method
 from lightning_cl.methods.ogd import OrthogonalGradientDescent
 from lightning_cl.methods.si import SI
 
-__all__ = ["AGEM", "EWC", "GEM", "GPM", "MAS", "SI", "ExperienceReplay", "LwF", "Method", "OnlineEWC",
+__all__ = ["AGEM", "EWC", "GEM", "GPM", "MAS", "SI", "ExperienceReplay", "ICaRL", "LwF", "Method", "OnlineEWC",
            "OrthogonalGradientDescent"]

@@ -16,6 +16,15 @@ names what is missing, as Lightning's ``BackboneFinetuning`` checks for its ``ba
 
 Batches are ``(x, y, t)``: inputs, the scenario's labels (output units), and each example's
 task (0-based). Tasks are numbered from 0.
+
+The other way round, what the evaluation relies on of a method: by default nothing, the
+accuracies are those of the network's logits (``pl_module.eval_logits``). A method with a
+prediction rule of its own declares it by overriding ``Method.predict(trainer, pl_module, x, t)
+-> scores | None`` (``lightning_cl.methods.method``): unmasked scores ``(batch, num_outputs)``
+whose argmax is the prediction (the recorder masks them in task-IL as it masks the logits).
+They give the accuracy matrix, the seen-task and the validation accuracy; the seen-task loss
+stays the cross-entropy of the network's logits. At most one method of a run declares one:
+``predicting_method`` refuses two, at setup and in the CLI before a run writes anything.
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@ shared state):
   ``train/loss_<name>``;
 * :meth:`Method.current_loss_weight` scales the current batch's cross-entropy (ER weights it
   by ``1/t`` in task ``t``);
+* :meth:`Method.predict` is a method's own prediction rule (iCaRL's nearest mean of
+  exemplars): where a method overrides it, the recorder measures the test accuracy matrix, the
+  seen-task accuracy and the validation accuracy with its scores instead of the network's
+  logits. At most one method of a run may declare one (:func:`predicting_method`, checked at
+  setup and by the CLI);
 * gradient methods (OGD, A-GEM, GPM) act in ``on_before_optimizer_step``, once per optimiser
   step on the final gradient, and set ``projects_gradients`` so that settings that would
   change that gradient behind their back (mixed precision) are refused; GPM and OGD's
@@ -37,13 +42,14 @@ from __future__ import annotations
 
 import ast
 import inspect
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.methods.contract import check_contract
+from lightning_cl.methods.contract import ContractError, check_contract
 from lightning_cl.task_callback import TaskCallback
 
 
@@ -79,6 +85,24 @@ class Method(TaskCallback):
         (e.g. ``gpm/leak``): asked after ``on_task_end``, once per task; ``None`` where undefined."""
         return {}
 
+    def predict(self, trainer: Trainer, pl_module: LightningModule, x: torch.Tensor,
+                t: torch.Tensor) -> torch.Tensor | None:
+        """The method's own prediction rule; a method declares one by overriding this.
+
+        Returns scores ``(batch, num_outputs)`` of the inputs ``x`` (tasks ``t``), higher for the
+        more likely unit, *unmasked*: the recorder masks them to each example's task in task-IL
+        as it masks the logits, and the prediction is their argmax. Called under ``no_grad``
+        after every task (and once before training, for the random-init accuracies); the
+        method puts the network in eval mode itself (``pl_module.eval_logits`` does). ``None``:
+        the network's logits for this call. The default declares no rule.
+
+        The accuracy matrix, the seen-task accuracy and the validation accuracy use the scores;
+        the seen-task loss stays the cross-entropy of the network's logits, the same quantity
+        for every method (a rule's scores, e.g. negative squared distances, have no scale that
+        a cross-entropy could read, and the loss is what flags a blown-up network).
+        """
+        return None
+
     def restore(self, attribute: str, value: Any, pl_module: LightningModule) -> Any:
         """The value of a declared ``attribute`` rebuilt from its checkpointed ``value`` (default: as saved)."""
         return value
@@ -104,6 +128,8 @@ class Method(TaskCallback):
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.check_setup(trainer.datamodule, pl_module)
+        if declares_prediction(self):
+            predicting_method(methods_of(trainer))
 
     @override
     def on_task_end(self, trainer: Trainer, pl_module: LightningModule, task: int) -> None:
@@ -200,6 +226,26 @@ def _moved(value: Any, device: torch.device) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(_moved(v, device) for v in value)
     return value
+
+
+def declares_prediction(method: Method | type) -> bool:
+    """Whether a method (or its class) has a prediction rule of its own: overrides :meth:`Method.predict`."""
+    cls = method if isinstance(method, type) else type(method)
+    return cls.predict is not Method.predict
+
+
+def predicting_method(methods: Iterable[Method]) -> Method | None:
+    """The one method of ``methods`` that declares a prediction rule, or None.
+
+    Raises:
+        ContractError: if two or more declare one (a run's accuracy is measured by one rule).
+    """
+    rules = [m for m in methods if declares_prediction(m)]
+    if len(rules) > 1:
+        names = " and ".join(type(m).__name__ for m in rules)
+        raise ContractError(f"trainer.callbacks: {names} each declare a prediction rule (Method.predict), and a run's "
+                            "accuracy is measured by one: keep only one of them.")
+    return rules[0] if rules else None
 
 
 def methods_of(trainer: Trainer) -> list[Method]:
