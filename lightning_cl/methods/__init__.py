@@ -10,6 +10,7 @@ a protected span :class:`~lightning_cl.methods.span_projection.SpanProjection`.
 
 from lightning_cl.methods.agem import AGEM
 from lightning_cl.methods.er import ExperienceReplay
+from lightning_cl.methods.er_reservoir import ReservoirER
 from lightning_cl.methods.ewc import EWC, OnlineEWC
 from lightning_cl.methods.gpm import GPM
 from lightning_cl.methods.lwf import LwF
@@ -19,4 +20,4 @@ from lightning_cl.methods.ogd import OrthogonalGradientDescent
 from lightning_cl.methods.si import SI
 
 __all__ = ["AGEM", "EWC", "GPM", "MAS", "SI", "ExperienceReplay", "LwF", "Method", "OnlineEWC",
-           "OrthogonalGradientDescent"]
+           "OrthogonalGradientDescent", "ReservoirER"]
