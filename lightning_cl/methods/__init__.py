@@ -9,6 +9,7 @@ a protected span :class:`~lightning_cl.methods.span_projection.SpanProjection`.
 """
 
 from lightning_cl.methods.agem import AGEM
+from lightning_cl.methods.der import DER, DERpp
 from lightning_cl.methods.er import ExperienceReplay
 from lightning_cl.methods.er_reservoir import ReservoirER
 from lightning_cl.methods.ewc import EWC, OnlineEWC
@@ -19,5 +20,5 @@ from lightning_cl.methods.method import Method
 from lightning_cl.methods.ogd import OrthogonalGradientDescent
 from lightning_cl.methods.si import SI
 
-__all__ = ["AGEM", "EWC", "GPM", "MAS", "SI", "ExperienceReplay", "LwF", "Method", "OnlineEWC",
+__all__ = ["AGEM", "DER", "EWC", "GPM", "MAS", "SI", "DERpp", "ExperienceReplay", "LwF", "Method", "OnlineEWC",
            "OrthogonalGradientDescent", "ReservoirER"]
