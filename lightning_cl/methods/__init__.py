@@ -9,7 +9,9 @@ a protected span :class:`~lightning_cl.methods.span_projection.SpanProjection`.
 """
 
 from lightning_cl.methods.agem import AGEM
+from lightning_cl.methods.der import DER, DERpp
 from lightning_cl.methods.er import ExperienceReplay
+from lightning_cl.methods.er_reservoir import ReservoirER
 from lightning_cl.methods.ewc import EWC, OnlineEWC
 from lightning_cl.methods.gem import GEM
 from lightning_cl.methods.gpm import GPM
@@ -20,5 +22,5 @@ from lightning_cl.methods.method import Method
 from lightning_cl.methods.ogd import OrthogonalGradientDescent
 from lightning_cl.methods.si import SI
 
-__all__ = ["AGEM", "EWC", "GEM", "GPM", "MAS", "SI", "ExperienceReplay", "ICaRL", "LwF", "Method", "OnlineEWC",
-           "OrthogonalGradientDescent"]
+__all__ = ["AGEM", "DER", "EWC", "GEM", "GPM", "MAS", "SI", "DERpp", "ExperienceReplay", "ICaRL", "LwF", "Method",
+           "OnlineEWC", "OrthogonalGradientDescent", "ReservoirER"]
