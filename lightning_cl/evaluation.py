@@ -28,6 +28,9 @@ class TaskEvaluation:
     seen_accuracy: float
     seen_loss: float
     sparsity: dict[str, float]
+    # ``task_il_accuracy[j]``: the same logits masked to task j's units (a class-IL run's task-IL
+    # accuracy, Mammoth's); None unless asked for (``evaluate_tasks``'s ``task_units``)
+    task_il_accuracy: list[float] | None = None
 
 
 def population_sparsity(hidden: tuple[torch.Tensor, ...]) -> dict[str, float]:
@@ -54,16 +57,32 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return multiclass_accuracy(logits, y, logits.shape[1], average="micro").item()
 
 
+def task_il_accuracy(logits: torch.Tensor, y: torch.Tensor, units: Sequence[int]) -> float:
+    """Accuracy of ``logits`` with every output outside ``units`` ruled out: the task-IL accuracy of
+    a class-IL model on one task whose examples are labelled with ``units``. Mammoth's
+    ``mask_classes`` (github.com/aimagelab/mammoth, ``utils/training.py`` at commit
+    7ab9db97e3b5df6e1d9974468c7958f5c07696e1) sets the other outputs to ``-inf``; here to the dtype's
+    lowest value, which gives the same argmax for finite logits."""
+    keep = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
+    keep[list(units)] = True
+    return accuracy(logits.masked_fill(~keep, torch.finfo(logits.dtype).min), y)
+
+
 @torch.no_grad()
-def evaluate_tasks(forward: Forward, test_sets: Sequence[tuple[torch.Tensor, ...]], seen_tasks: int) -> TaskEvaluation:
+def evaluate_tasks(forward: Forward, test_sets: Sequence[tuple[torch.Tensor, ...]], seen_tasks: int,
+                   task_units: Sequence[Sequence[int]] | None = None) -> TaskEvaluation:
     """Evaluate on every task's test set ``(x, y, t)``; "seen" pools tasks ``0..seen_tasks-1``.
 
     ``forward(x, t)`` returns ``(logits, hidden)`` in eval mode with the scenario's mask.
     Every task is measured, future ones too (they fill the upper triangle of the accuracy
     matrix and give FWT). The seen loss is plain cross-entropy, as the notebook's validation loss.
+    With ``task_units`` (the units of each task), each task's logits are also scored masked to its
+    own units (:func:`task_il_accuracy`), from the same forward pass.
     """
     outputs = [forward(x, t) for x, _, t in test_sets]
     task_accuracy = [accuracy(logits, y) for (logits, _), (_, y, _) in zip(outputs, test_sets)]
+    task_il = None if task_units is None else [
+        task_il_accuracy(logits, y, units) for (logits, _), (_, y, _), units in zip(outputs, test_sets, task_units)]
     logits = torch.cat([o[0] for o in outputs[:seen_tasks]])
     y = torch.cat([s[1] for s in test_sets[:seen_tasks]])
     hidden = tuple(torch.cat(layer) for layer in zip(*(o[1] for o in outputs[:seen_tasks])))
@@ -72,6 +91,7 @@ def evaluate_tasks(forward: Forward, test_sets: Sequence[tuple[torch.Tensor, ...
         seen_accuracy=accuracy(logits, y),
         seen_loss=F.cross_entropy(logits, y).item(),
         sparsity=population_sparsity(hidden),
+        task_il_accuracy=task_il,
     )
 
 
