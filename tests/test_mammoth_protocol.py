@@ -127,6 +127,15 @@ def test_random_rotation_turns_images_as_mammoths_pil_rotation_does():
     assert dm.task_names() == [f"{a:.1f}°" for a in random_angles(3, 7)]
 
 
+@pytest.mark.parametrize("make", [lambda: RandomRotatedMNIST(num_tasks=2), lambda: RotatedMNIST(angles=[0, 30])])
+def test_rotated_mnist_without_validation_images_has_an_empty_validation_set(make):
+    dm = make()  # Mammoth's protocol: data.val_fraction 0, no validation images to rotate
+    dm._mnist = {s: (torch.rand(0 if s == "val" else 4, 784), torch.arange(0 if s == "val" else 4))
+                 for s in ("train", "val", "test")}
+    x, y, t = dm.seen_data("val", 1)
+    assert x.shape == (0, 784) and len(y) == len(t) == 0
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda: RandomRotatedMNIST(num_tasks=0), "data.num_tasks=0"),
     (lambda: RandomRotatedMNIST(angle_range=(90, 10)), r"data.angle_range=\[90, 10\]"),

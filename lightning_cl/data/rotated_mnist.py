@@ -51,7 +51,7 @@ class RotatedMNIST(MNISTTasks):
 
     def task_examples(self, split: str, task: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.mnist(split)
-        if self.angles[task] == 0:
+        if self.angles[task] == 0 or not len(x):  # nothing to turn (an empty split: data.val_fraction 0)
             return x, y
         images = x.view(-1, 1, 28, 28)
         # Bilinear, corners filled with the preprocessed value of a black pixel; once per task.
@@ -133,6 +133,8 @@ class RandomRotatedMNIST(RotatedMNIST):
 
     def task_examples(self, split: str, task: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.mnist(split)
+        if not len(x):  # an empty split (data.val_fraction 0): torchvision cannot rotate no images
+            return x, y
         images = x.view(-1, 1, 28, 28)
         mode = InterpolationMode.NEAREST if self.interpolation == "nearest" else InterpolationMode.BILINEAR
         rotated = rotate(images, self.angles[task], interpolation=mode, fill=[self.background])
