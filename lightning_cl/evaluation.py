@@ -33,6 +33,9 @@ class TaskEvaluation:
     seen_accuracy: float
     seen_loss: float
     sparsity: dict[str, float]
+    # ``task_il_accuracy[j]``: the same logits masked to task j's units (a class-IL run's task-IL
+    # accuracy, Mammoth's); None unless asked for (``evaluate_tasks``'s ``task_units``)
+    task_il_accuracy: list[float] | None = None
 
 
 def population_sparsity(hidden: tuple[torch.Tensor, ...]) -> dict[str, float]:
@@ -59,9 +62,20 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return multiclass_accuracy(logits, y, logits.shape[1], average="micro").item()
 
 
+def task_il_accuracy(logits: torch.Tensor, y: torch.Tensor, units: Sequence[int]) -> float:
+    """Accuracy of ``logits`` with every output outside ``units`` ruled out: the task-IL accuracy of
+    a class-IL model on one task whose examples are labelled with ``units``. Mammoth's
+    ``mask_classes`` (github.com/aimagelab/mammoth, ``utils/training.py`` at commit
+    7ab9db97e3b5df6e1d9974468c7958f5c07696e1) sets the other outputs to ``-inf``; here to the dtype's
+    lowest value, which gives the same argmax for finite logits."""
+    keep = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
+    keep[list(units)] = True
+    return accuracy(logits.masked_fill(~keep, torch.finfo(logits.dtype).min), y)
+
+
 @torch.no_grad()
 def evaluate_tasks(forward: Forward, test_sets: Sequence[tuple[torch.Tensor, ...]], seen_tasks: int,
-                   predict: Predict | None = None) -> TaskEvaluation:
+                   predict: Predict | None = None, task_units: Sequence[Sequence[int]] | None = None) -> TaskEvaluation:
     """Evaluate on every task's test set ``(x, y, t)``; "seen" pools tasks ``0..seen_tasks-1``.
 
     ``forward(x, t)`` returns ``(logits, hidden)`` in eval mode with the scenario's mask.
@@ -70,10 +84,14 @@ def evaluate_tasks(forward: Forward, test_sets: Sequence[tuple[torch.Tensor, ...
     ``predict(x, t)``, where given, returns the scores (masked as the logits) whose argmax is
     the prediction: the accuracies use them; the seen loss stays the network's cross-entropy
     (a prediction rule's scores have no scale a cross-entropy could read: see ``Method.predict``).
+    With ``task_units`` (the units of each task), each task's scores are also measured masked to its
+    own units (:func:`task_il_accuracy`), from the same forward pass.
     """
     outputs = [forward(x, t) for x, _, t in test_sets]
     scores = [o[0] for o in outputs] if predict is None else [predict(x, t) for x, _, t in test_sets]
     task_accuracy = [accuracy(s, y) for s, (_, y, _) in zip(scores, test_sets)]
+    task_il = None if task_units is None else [
+        task_il_accuracy(s, y, units) for s, (_, y, _), units in zip(scores, test_sets, task_units)]
     logits = torch.cat([o[0] for o in outputs[:seen_tasks]])
     y = torch.cat([s[1] for s in test_sets[:seen_tasks]])
     hidden = tuple(torch.cat(layer) for layer in zip(*(o[1] for o in outputs[:seen_tasks])))
@@ -82,6 +100,7 @@ def evaluate_tasks(forward: Forward, test_sets: Sequence[tuple[torch.Tensor, ...
         seen_accuracy=accuracy(logits if predict is None else torch.cat(scores[:seen_tasks]), y),
         seen_loss=F.cross_entropy(logits, y).item(),
         sparsity=population_sparsity(hidden),
+        task_il_accuracy=task_il,
     )
 
 

@@ -33,6 +33,9 @@ WARNINGS = (
     (r"The number of training batches \(\d+\) is smaller than the logging interval", PossibleUserWarning,
      "a task of task_loop.steps_per_task batches is one epoch, shorter than log_every_n_steps; Lightning counts "
      "that interval across epochs, so the train/ metrics are still logged every log_every_n_steps steps"),
+    (r"Total length of `TensorBatchLoader` across ranks is zero", UserWarning,
+     "data.val_fraction 0 (Mammoth's protocol: every training image is trained on) holds out no validation "
+     "images, so the validation loader is empty by design; results.json's val_seen_accuracy is then null"),
     (r"LightningCLI's args parameter is intended to run from within Python", UserWarning,
      "a study hands each run its arguments in-process, by design, while sys.argv holds the study's command"),
 )

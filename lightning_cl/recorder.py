@@ -64,6 +64,10 @@ class RunRecorder:
         self.epochs_used: list[int] = []
         self.steps_used: list[int] = []
         self.random_init_accuracy: list[float] | None = None
+        # the units of each task when a callback asks for a class-IL run's task-IL accuracy too
+        # (its task_il_units(datamodule): lightning_cl.diagnostics.TaskILAccuracy); None: not recorded
+        self.task_il_units: list[list[int]] | None = None
+        self.task_il_random_init_accuracy: list[float] | None = None
         self.method_metrics: dict[str, list[float | None]] = {}  # per task, what methods report (Method.task_metrics)
         self._elapsed_before = 0.0  # seconds spent before a resume
         self._fit_start = time.perf_counter()
@@ -71,19 +75,23 @@ class RunRecorder:
     def setup(self, trainer: Trainer) -> None:
         if trainer.log_dir is not None:
             self.results_path = Path(trainer.log_dir) / RESULTS_FILE
+        self.task_il_units = next((cb.task_il_units(trainer.datamodule) for cb in trainer.callbacks
+                                   if hasattr(cb, "task_il_units")), None)
 
     def start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """At the start of training: the random-init accuracies ``b_j`` (for FWT), once per run."""
         self._fit_start = time.perf_counter()
         if self.random_init_accuracy is None and not self.evaluations:
             evaluation = evaluate_tasks(pl_module.eval_logits, trainer.datamodule.test_sets(), seen_tasks=1,
-                                        predict=prediction_rule(trainer, pl_module))
+                                        predict=prediction_rule(trainer, pl_module), task_units=self.task_il_units)
             self.random_init_accuracy = evaluation.task_accuracy
+            self.task_il_random_init_accuracy = evaluation.task_il_accuracy
 
     def task_finished(self, trainer: Trainer, pl_module: LightningModule, task: int, epochs: int, steps: int) -> None:
         datamodule = trainer.datamodule
         predict = prediction_rule(trainer, pl_module)
-        evaluation = evaluate_tasks(pl_module.eval_logits, datamodule.test_sets(), seen_tasks=task + 1, predict=predict)
+        evaluation = evaluate_tasks(pl_module.eval_logits, datamodule.test_sets(), seen_tasks=task + 1, predict=predict,
+                                    task_units=self.task_il_units)
         self.evaluations.append(evaluation)
         self.val_seen_accuracy.append(pooled_accuracy(pl_module.eval_logits, datamodule.seen_data("val", task),
                                                       predict=predict))
@@ -96,6 +104,7 @@ class RunRecorder:
         metrics |= {"test/acc_seen": evaluation.seen_accuracy, "test/loss_seen": evaluation.seen_loss}
         metrics |= {f"sparsity/{k}": v for k, v in evaluation.sparsity.items()}
         metrics |= {f"cl/{k}": v for k, v in record.metrics().items() if v is not None}
+        metrics |= {f"cl_task_il/{k}": v for k, v in (record.task_il_metrics() or {}).items() if v is not None}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         length = f"{epochs} epochs" if datamodule.train_batches is None else f"{steps} steps"
@@ -103,6 +112,7 @@ class RunRecorder:
             f"task {task + 1}/{datamodule.num_tasks} {datamodule.task_names()[task]} ({length}): "
             f"seen-task test acc {evaluation.seen_accuracy:.4f}, loss {evaluation.seen_loss:.3f}, "
             f"{ACC.label} {record.metrics()[ACC.key]:.4f}, sparsity {evaluation.sparsity['overall']:.3f}"
+            + (f", task-IL {ACC.label} {record.task_il_metrics()[ACC.key]:.4f}" if self.task_il_units else "")
         )
         self.write(record, trainer)
         if record.complete:
@@ -157,6 +167,8 @@ class RunRecorder:
             config=self.run_config,
             overrides=self.overrides,
             method_metrics={k: list(v) for k, v in self.method_metrics.items()},
+            task_il_accuracy_matrix=None if self.task_il_units is None else [e.task_il_accuracy for e in evaluations],
+            task_il_random_init_accuracy=self.task_il_random_init_accuracy,
         )
 
     def write(self, record: RunResults, trainer: Trainer) -> None:
@@ -170,6 +182,7 @@ class RunRecorder:
             "evaluations": [vars(e) for e in self.evaluations],
             "val_seen_accuracy": list(self.val_seen_accuracy),
             "random_init_accuracy": self.random_init_accuracy,
+            "task_il_random_init_accuracy": self.task_il_random_init_accuracy,
             "elapsed_s": self.elapsed(),
             "overrides": self.overrides,
             "method_metrics": {k: list(v) for k, v in self.method_metrics.items()},
@@ -182,6 +195,7 @@ class RunRecorder:
         # a checkpoint made before validation was recorded: unknown for the tasks it had done
         self.val_seen_accuracy = list(state.get("val_seen_accuracy", [None] * len(self.evaluations)))
         self.random_init_accuracy = state.get("random_init_accuracy")
+        self.task_il_random_init_accuracy = state.get("task_il_random_init_accuracy")
         self.method_metrics = {k: list(v) for k, v in state.get("method_metrics", {}).items()}
         self._elapsed_before = state["elapsed_s"]
         if "overrides" in state:  # the first start knew them; a resume from the run's config.yaml sees none

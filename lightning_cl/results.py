@@ -20,7 +20,8 @@ from lightning_cl.metrics import cl_metrics
 RESULTS_FILE = "results.json"
 # Changes when a key changes meaning or a reader needs a new key (2 added benchmark, scenario,
 # method, task_names, random_init_accuracy and the CL metrics, and moved data under init_args;
-# overrides, warnings, method_metrics and val_seen_accuracy were added since, in format 2).
+# overrides, warnings, method_metrics, val_seen_accuracy and the optional task_il_* keys were added since,
+# in format 2).
 # A key derived from the others (tasks_done, final_seen_accuracy, final_val_accuracy, the metrics, warnings) is
 # recomputed on reading, and readers ignore keys they do not know: adding one keeps the version,
 # so that a file of this lightning-cl stays readable by an earlier one.
@@ -72,6 +73,11 @@ class RunResults:
     # per task, what the methods report of how they acted (Method.task_metrics), keyed <method>/<what>,
     # e.g. {"gpm/leak": [null, 2e-7]}; {} where no method reports anything (and in older files)
     method_metrics: dict[str, list[float | None]] = field(default_factory=dict)
+    # a class-IL run's task-IL accuracy (each test set scored on its own task's units, Mammoth's
+    # masking; lightning_cl.diagnostics.TaskILAccuracy): laid out as accuracy_matrix and
+    # random_init_accuracy; None, and absent from the file, where not recorded
+    task_il_accuracy_matrix: list[list[float]] | None = None
+    task_il_random_init_accuracy: list[float] | None = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -104,14 +110,24 @@ class RunResults:
         """ACC, BWT, FWT, forgetting and learning accuracy over the tasks trained so far."""
         return cl_metrics(self.accuracy_matrix, self.random_init_accuracy)
 
+    def task_il_metrics(self) -> dict[str, float | None] | None:
+        """The metrics of :meth:`metrics` over the task-IL accuracy matrix; None where none was recorded."""
+        if self.task_il_accuracy_matrix is None:
+            return None
+        return cl_metrics(self.task_il_accuracy_matrix, self.task_il_random_init_accuracy)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data = {"format_version": data.pop("format_version"), **data}
+        if self.task_il_accuracy_matrix is None:  # optional: a run without it writes the file it always did
+            del data["task_il_accuracy_matrix"], data["task_il_random_init_accuracy"]
         data["tasks_done"] = self.tasks_done
         data["final_seen_accuracy"] = self.final_seen_accuracy
         data["final_val_accuracy"] = self.final_val_accuracy
         data["warnings"] = self.warnings
         data.update(self.metrics())
+        if self.task_il_accuracy_matrix is not None:
+            data["task_il_metrics"] = self.task_il_metrics()
         return data
 
     @classmethod

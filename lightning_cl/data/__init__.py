@@ -7,7 +7,8 @@ and tensors need no Lightning, and the plain-PyTorch benchmark baseline imports 
 
 from importlib import import_module
 
-_MODULES = {"PermutedMNIST": "permuted_mnist", "RotatedMNIST": "rotated_mnist", "SplitMNIST": "split_mnist",
+_MODULES = {"PermutedMNIST": "permuted_mnist", "RotatedMNIST": "rotated_mnist",
+            "RandomRotatedMNIST": "rotated_mnist", "SplitMNIST": "split_mnist",
             "TaskDataModule": "task_data"}
 
 __all__ = list(_MODULES)

@@ -45,11 +45,18 @@ class Group:
     # group's benchmark, scenario and method show (lightning_cl.settings.SHOWN_BY_GROUP)
     overrides: dict[str, Any] = field(default_factory=dict)
 
-    def values(self, metric: str) -> list[float]:
-        return [v for r in self.runs if (v := r.record.metrics()[metric]) is not None and math.isfinite(v)]
+    def values(self, metric: str, task_il: bool = False) -> list[float]:
+        """``metric`` of each run; ``task_il``: of its task-IL accuracy matrix (runs without one left out)."""
+        found = [(r.record.task_il_metrics() or {}) if task_il else r.record.metrics() for r in self.runs]
+        return [v for metrics in found if (v := metrics.get(metric)) is not None and math.isfinite(v)]
 
-    def stats(self, metric: str) -> dict[str, float | None]:
-        values = self.values(metric)
+    @property
+    def has_task_il(self) -> bool:
+        """Whether every run recorded a task-IL accuracy matrix (a class-IL run with TaskILAccuracy)."""
+        return bool(self.runs) and all(r.record.task_il_accuracy_matrix is not None for r in self.runs)
+
+    def stats(self, metric: str, task_il: bool = False) -> dict[str, float | None]:
+        values = self.values(metric, task_il)
         return {"mean": statistics.fmean(values) if values else None,
                 "std": statistics.stdev(values) if len(values) > 1 else None}
 
@@ -126,6 +133,7 @@ def summary(groups: Sequence[Group]) -> dict[str, Any]:
                 "overrides": g.overrides,
                 "n_seeds": len(g.runs), "seeds": [r.record.seed for r in g.runs],
                 **{m.key: g.stats(m.key) for m in CL_METRICS},
+                **({"task_il": {m.key: g.stats(m.key, task_il=True) for m in CL_METRICS}} if g.has_task_il else {}),
                 "runs": [str(r.path) for r in g.runs],
                 "warnings": [f"{r.path}: {w}" for r in g.runs for w in r.record.warnings],
             }

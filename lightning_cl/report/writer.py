@@ -73,9 +73,24 @@ def comparison_tables(groups: Sequence[Group], pictures: dict[tuple[str, str], s
         lines.append("")
         if notes:
             lines += [*notes, ""]
+        lines += task_il_table([g for g in groups if (g.benchmark, g.scenario) == key])
         if key in pictures:
             lines += [f"![ACC by tasks trained]({pictures[key]})", ""]
     return lines
+
+
+def task_il_table(groups: Sequence[Group]) -> list[str]:
+    """The task-IL metrics of the groups whose class-IL runs recorded them (results.json's
+    ``task_il_accuracy_matrix``); no lines when none did."""
+    groups = [g for g in groups if g.has_task_il]
+    if not groups:
+        return []
+    lines = ["Task-IL metrics of the same runs (each test set scored on its own task's outputs only):", "",
+             "| " + " | ".join(["method", "n", *(m.label for m in CL_METRICS)]) + " |",
+             "|" + " --- |" * (2 + len(CL_METRICS))]
+    lines += [f"| {g.label()} | {len(g.runs)} | " + " | ".join(_cell(g.stats(m.key, task_il=True)) for m in CL_METRICS)
+              + " |" for g in groups]
+    return lines + [""]
 
 
 def draw_acc_curves(groups: Sequence[Group], out: Path) -> dict[tuple[str, str], str]:
