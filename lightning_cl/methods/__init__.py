@@ -11,6 +11,7 @@ a protected span :class:`~lightning_cl.methods.span_projection.SpanProjection`.
 from lightning_cl.methods.agem import AGEM
 from lightning_cl.methods.er import ExperienceReplay
 from lightning_cl.methods.ewc import EWC, OnlineEWC
+from lightning_cl.methods.gdumb import GDumb
 from lightning_cl.methods.gem import GEM
 from lightning_cl.methods.gpm import GPM
 from lightning_cl.methods.lwf import LwF
@@ -19,5 +20,5 @@ from lightning_cl.methods.method import Method
 from lightning_cl.methods.ogd import OrthogonalGradientDescent
 from lightning_cl.methods.si import SI
 
-__all__ = ["AGEM", "EWC", "GEM", "GPM", "MAS", "SI", "ExperienceReplay", "LwF", "Method", "OnlineEWC",
+__all__ = ["AGEM", "EWC", "GDumb", "GEM", "GPM", "MAS", "SI", "ExperienceReplay", "LwF", "Method", "OnlineEWC",
            "OrthogonalGradientDescent"]
