@@ -14,15 +14,17 @@ References read (their code is not copied):
   SVHN and CIFAR only). That code abstracts the sampler out (README: "this implementation
   abstracts the sampling process out"; ``src/dataloader.py`` keeps the first
   ``memory_size // classes`` examples of every class); the online rule is the paper's.
-* Mammoth, github.com/aimagelab/mammoth (``models/gdumb.py``, read at 361d4c0 and at the
-  current version, blob 1874486135 of the search index): ``observe`` adds every stream batch to
-  the memory and returns without a step; the current version forces ``n_epochs = 1`` ("GDumb
-  needs only 1 epoch to fill the buffer"); ``end_task`` builds a new backbone and fits it
-  ``--fitting_epochs`` (256) epochs **only at the last task's end**; ``fit_buffer``: SGD with
-  ``--optim_mom`` and ``--optim_wd`` (both 0 by default, ``utils/args.py``) at ``--maxlr`` 0.05,
-  the same warm epoch and cosine restarts to ``--minlr`` 5e-4, the whole memory reshuffled every
-  epoch and cut into batches of ``--batch_size`` (seq-mnist: 64, ``datasets/seq_mnist.py``),
-  no clipping, cutmix with ``--cutmix_alpha`` (None at 361d4c0, 1.0 now, on every dataset).
+* Mammoth, github.com/aimagelab/mammoth (``models/gdumb.py`` at 361d4c0 and 0151ba0, and a
+  later revision whose ``__init__`` sets ``n_epochs = 1``, "GDumb needs only 1 epoch to fill the
+  buffer"): ``observe`` adds every stream batch to the memory and returns without a step;
+  ``end_task`` builds a new backbone and fits it ``--fitting_epochs`` (256) epochs **only at the
+  last task's end**; ``fit_buffer``: SGD with ``--optim_mom`` and ``--optim_wd`` (both 0 by
+  default, ``utils/args.py``) at ``--maxlr`` 0.05, the same warm epoch and cosine restarts to
+  ``--minlr`` 5e-4 (from 0151ba0 on, one optimiser and scheduler for the whole fit; 361d4c0
+  built them anew every epoch, which kept the rate at ``maxlr``), the whole memory reshuffled
+  every epoch and cut into batches of ``--batch_size`` (seq-mnist: 64, ``datasets/seq_mnist.py``),
+  no clipping, cutmix with ``--cutmix_alpha`` (None at 361d4c0, 1.0 from 0151ba0 on, on every
+  dataset).
 
 What this implementation does, and where it departs from them:
 
