@@ -15,7 +15,8 @@ costs ~0.13 ms of a ~1.5 ms step of this small MLP on a 2-core CPU (benchmarks/o
 Batches are ``(x, y, t)`` (``t``: each example's task). In task-IL the logits are masked to
 the example's task (``lightning_cl.data.scenario``), in training and in evaluation.
 Continual-learning methods (:class:`lightning_cl.methods.method.Method`) plug in by returning
-loss terms and a weight of the current loss, which the training step combines; what they may
+loss terms and a weight of the current loss, which the training step combines (a method that
+does not train on the stream, ``trains_on_stream = False``, makes it a measurement only); what they may
 use of this module is declared in :mod:`lightning_cl.methods.contract`.
 """
 
@@ -171,10 +172,12 @@ class ContinualClassifier(LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         x, y, t = batch[:3]
         optimizer = self.optimizers()
+        methods = methods_of(self.trainer)
+        if not all(method.trains_on_stream for method in methods):
+            return self._measured_step(optimizer, x, y, t)
         logits, hidden = self.scenario_forward(x, t)
         loss = self.loss(logits, hidden, y)
         terms: dict[str, torch.Tensor] = {}
-        methods = methods_of(self.trainer)
         if methods:
             weight = 1.0
             for method in methods:
@@ -192,6 +195,23 @@ class ContinualClassifier(LightningModule):
             self.log("train/loss_step", loss, on_step=True, on_epoch=False)
             for name, term in terms.items():
                 self.log(f"train/loss_{name}", term, on_step=True, on_epoch=False)
+        return loss
+
+    def _measured_step(self, optimizer, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The step of a method that does not train on the stream (``Method.trains_on_stream``):
+        the batch's loss and accuracy in eval mode (BatchNorm's statistics stay as they are),
+        no backward. The optimiser's step still runs, so that Lightning counts it (``global_step``:
+        checkpoints, logs, a task's steps), but no parameter has a gradient: torch's optimisers
+        skip such parameters and keep no state for them, so nothing changes."""
+        logits, hidden = self.eval_logits(x, t)
+        loss = self.loss(logits, hidden, y)
+        optimizer.zero_grad()  # set_to_none: no parameter has a gradient for the step below
+        optimizer.step()
+        n = len(y)
+        self._train_sums.add_(torch.stack([loss * n, (logits.argmax(1) == y).sum()]))
+        self._train_count += n
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False)
         return loss
 
     def train_epoch_metrics(self) -> dict[str, float]:

@@ -13,6 +13,7 @@ from lightning_cl.methods.der import DER, DERpp
 from lightning_cl.methods.er import ExperienceReplay
 from lightning_cl.methods.er_reservoir import ReservoirER
 from lightning_cl.methods.ewc import EWC, OnlineEWC
+from lightning_cl.methods.gdumb import GDumb
 from lightning_cl.methods.gem import GEM
 from lightning_cl.methods.gpm import GPM
 from lightning_cl.methods.icarl import ICaRL
@@ -22,5 +23,5 @@ from lightning_cl.methods.method import Method
 from lightning_cl.methods.ogd import OrthogonalGradientDescent
 from lightning_cl.methods.si import SI
 
-__all__ = ["AGEM", "DER", "EWC", "GEM", "GPM", "MAS", "SI", "DERpp", "ExperienceReplay", "ICaRL", "LwF", "Method",
-           "OnlineEWC", "OrthogonalGradientDescent", "ReservoirER"]
+__all__ = ["AGEM", "DER", "EWC", "GDumb", "GEM", "GPM", "MAS", "SI", "DERpp", "ExperienceReplay", "ICaRL", "LwF",
+           "Method", "OnlineEWC", "OrthogonalGradientDescent", "ReservoirER"]

@@ -13,6 +13,9 @@ shared state):
   seen-task accuracy and the validation accuracy with its scores instead of the network's
   logits. At most one method of a run may declare one (:func:`predicting_method`, checked at
   setup and by the CLI);
+* a method that does not learn from the task's batches (GDumb, which trains on its memory
+  only) sets ``trains_on_stream = False``: the training step then measures the batch in eval
+  mode and computes no gradient, so the optimiser's step updates nothing;
 * gradient methods (OGD, A-GEM, GPM) act in ``on_before_optimizer_step``, once per optimiser
   step on the final gradient, and set ``projects_gradients`` so that settings that would
   change that gradient behind their back (mixed precision) are refused; GPM and OGD's
@@ -63,6 +66,8 @@ class Method(TaskCallback):
 
     name: ClassVar[str]
     projects_gradients: ClassVar[bool] = False
+    # False: the network does not train on the task's batches (GDumb learns from its memory only).
+    trains_on_stream: ClassVar[bool] = True
     keeps: ClassVar[tuple[str, ...]] = ()
     requires_network: ClassVar[tuple[str, ...]] = ()
 
