@@ -310,3 +310,75 @@ def test_shrunk_seq_mnist_records_class_il_and_task_il_accuracy(run_cli):
     assert results["task_il_metrics"]["acc"] > results["acc"] + 0.5
     assert all(task_il[j][j] >= class_il[j][j] for j in range(5))  # fewer outputs to confuse it with
     assert results["val_seen_accuracy"] == [None] * 5  # val_fraction 0: no held-out images, as Mammoth
+
+
+# ----------------------------------------------------------------- the study's values are Mammoth's
+STUDY = Path(__file__).parents[1] / "configs" / "studies" / "mammoth_mnist.yaml"
+BEST_ARGS = Path(__file__).parents[1] / "configs" / "mammoth" / "best_args.yaml"
+DATASETS = {"seq": "seq-mnist", "perm": "perm-mnist", "rot": "rot-mnist"}
+TASKS = {"seq": 5, "perm": 20, "rot": 20}
+CLASSES_PER_TASK = {"seq": 2, "perm": 10, "rot": 10}
+# our method (the study's experiment name) -> Mammoth's model name in best_args
+MAMMOTH_MODEL = {"none": "sgd", "online_ewc": "ewc_on", "si": "si", "lwf": "lwf", "er": "er", "gem": "gem",
+                 "agem": "agem", "icarl": "icarl", "der": "der", "derpp": "derpp"}
+
+
+def _resolved(args: list[str]) -> dict:
+    """The study run's settings: its -c files' (benchmark, then method), then its command-line overrides."""
+    import yaml
+
+    values = {}
+    configs = [args[i + 1] for i, a in enumerate(args) if a == "-c"]
+    for config in configs:
+        data = yaml.safe_load(Path(config).read_text())
+        values |= {f"model.{k}": v for k, v in (data.get("model") or {}).items()}
+        for callback in (data.get("trainer") or {}).get("callbacks+", []) or []:
+            values |= {f"trainer.callbacks.{k}": v for k, v in (callback.get("init_args") or {}).items()}
+    flags = [a for a in args if a != "-c" and a not in configs]
+    values |= {flags[i].removeprefix("--"): yaml.safe_load(flags[i + 1]) for i in range(0, len(flags), 2)}
+    return values
+
+
+def _expected(method: str, bench: str, buffer: int, best: dict) -> dict:
+    """What Mammoth's best arguments say the run's settings are, mapped to ours (configs/mammoth/best_args.yaml)."""
+    entry = best[DATASETS[bench]][MAMMOTH_MODEL[method]]
+    args = entry[-1] if -1 in entry else entry[buffer]
+    expected = {"model.lr": args["lr"]}
+    cb = "trainer.callbacks."
+    if method == "online_ewc":
+        expected |= {cb + "lam": 2 * args["e_lambda"], cb + "gamma": args["gamma"]}
+    elif method == "si":
+        expected |= {cb + "c": args["c"], cb + "xi": args["xi"]}
+    elif method == "lwf":
+        expected |= {cb + "temperature": args["softmax_temp"]}
+    elif method in ("er", "der", "derpp"):
+        expected |= {cb + "buffer_size": buffer, cb + "minibatch_size": args["minibatch_size"]}
+        expected |= {cb + k: args[k] for k in ("alpha", "beta") if k in args}
+    elif method == "gem":
+        expected |= {cb + "memories": buffer, cb + "budget": "total", cb + "margin": args["gamma"]}
+    elif method == "agem":  # Mammoth keeps buffer_size // tasks per task; ours per class, rounded down
+        expected |= {cb + "per_class": buffer // TASKS[bench] // CLASSES_PER_TASK[bench],
+                     cb + "batch_size": args["minibatch_size"]}
+    elif method == "icarl":
+        expected |= {cb + "buffer_size": buffer}
+    return expected
+
+
+def test_every_run_of_the_mammoth_study_has_mammoth_s_best_arguments():
+    import yaml
+
+    from lightning_cl.study.plan import expand, load_study
+
+    best = yaml.safe_load(BEST_ARGS.read_text())["best_args"]
+    checked = 0
+    for name, args, _ in expand(load_study(STUDY), [0]):
+        bench, method, *variant = name.split("/")
+        if method not in MAMMOTH_MODEL:  # joint and GDumb: no best arguments on MNIST
+            continue
+        buffer = int(variant[0].removeprefix("b")) if variant else -1
+        settings = _resolved(args)
+        for key, value in _expected(method, bench, buffer, best).items():
+            assert settings.get(key) == pytest.approx(value) if isinstance(value, float) else settings.get(key) == value, \
+                (name, key, settings.get(key), value)
+        checked += 1
+    assert checked == 4 + 6 * 2 + 2 * (3 + 5 * 2)  # seq: 4 + 6 methods x 2 buffers; perm, rot: 3 + 5 x 2 each
