@@ -12,10 +12,15 @@ at most 1.2x; ER and LwF at most 2.2x (twice the forward work); A-GEM, GPM, OGD 
 every projection form (``gpm:both``, ``ogd:update``...: ``--trainer.callbacks.project both``; the
 methods studies run GPM with ``both`` and OGD with ``update``). GEM makes one more forward and backward
 pass per earlier task (on all of its memory) and solves a quadratic programme on the CPU when
-a step conflicts: it has no target.
+a step conflicts: it has no target. Neither have the replay methods of the second protocol
+(iCaRL, Mammoth's ER, DER, DER++, GDumb, whose task end is its whole training on the memory).
+
+``--protocol mammoth`` times them under Mammoth's seq-mnist instead (MLP 784-100-100, SGD, batch
+10; configs/benchmarks/seq_mnist.yaml), where a step is mostly fixed costs.
 
     python benchmarks/method_cost.py --steps 200 --rounds 3
     python benchmarks/method_cost.py --methods gpm gpm:update gpm:both ogd ogd:update ogd:both
+    python benchmarks/method_cost.py --protocol mammoth --methods er_reservoir der derpp gem agem icarl gdumb
 """
 
 from __future__ import annotations
@@ -30,11 +35,16 @@ from lightning.pytorch import Callback
 from lightning_cl.methods.method import methods_of
 from task_step_cost import timed_fit
 
-BASE = ["-c", "configs/benchmarks/split_mnist.yaml", "--data.tasks", "[[0, 1], [2, 3]]", "--data.scenario", "class"]
+PROTOCOLS = {
+    "van_de_ven": ["-c", "configs/benchmarks/split_mnist.yaml", "--data.tasks", "[[0, 1], [2, 3]]", "--data.scenario", "class"],
+    "mammoth": ["-c", "configs/benchmarks/seq_mnist.yaml", "--data.tasks", "[[0, 1], [2, 3]]",
+                "--task_loop.epochs_per_task", "null"],
+}
 METHODS = {
     "none": [],
     **{name: ["-c", f"configs/methods/{name}.yaml"]
-       for name in ("ewc", "online_ewc", "si", "mas", "lwf", "er", "agem", "gem", "gpm", "ogd")},
+       for name in ("ewc", "online_ewc", "si", "mas", "lwf", "er", "agem", "gem", "gpm", "ogd",
+                    "icarl", "er_reservoir", "der", "derpp", "gdumb")},
     **{f"{name}:{form}": ["-c", f"configs/methods/{name}.yaml", "--trainer.callbacks.project", form]
        for name in ("gpm", "ogd") for form in ("update", "both")},
 }
@@ -73,10 +83,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--protocol", choices=list(PROTOCOLS), default="van_de_ven",
+                        help="the model and optimiser the steps are timed on (default: the published Split-MNIST's)")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
                         help="the methods to time (none, the baseline, is always timed)")
     args = parser.parse_args()
-    print(f"torch threads: {torch.get_num_threads()}")
+    print(f"torch threads: {torch.get_num_threads()}, protocol: {args.protocol}")
+    base = PROTOCOLS[args.protocol]
     methods = {name: METHODS[name] for name in dict.fromkeys(["none", *args.methods])}
     times: dict[str, list[float]] = {name: [] for name in methods}
     memory: dict[str, float] = {}
@@ -84,7 +97,7 @@ def main() -> None:
     for r in range(args.rounds):
         for name, extra in methods.items():
             timer = TaskEndTimer()
-            ms, trainer = timed_fit([*BASE, *extra], args.steps, args.data_dir, callbacks=(timer,))
+            ms, trainer = timed_fit([*base, *extra], args.steps, args.data_dir, callbacks=(timer,))
             times[name].append(ms)
             task_end[name].append(timer.seconds)
             memory[name] = sum(state_mib(m.state_dict()) for m in methods_of(trainer))
