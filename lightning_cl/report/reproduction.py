@@ -7,12 +7,15 @@ number of seeds as printed, with the exact source (paper, table, row) it was rea
 of runs is compared with an entry when its benchmark, scenario and method are the entry's and
 every run has all of the protocol's settings; a shortened or otherwise changed run is never
 compared. The verdict is ``inside`` when our mean lies within the published value ± its
-published spread, else ``outside`` with the difference.
+published spread, else ``outside`` with the difference; where the spread is a standard error and we
+have several seeds, the verdict adds ``z``, the difference over the two means' standard errors
+combined (``|z| < 2``: a gap the seeds alone could make).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,9 +121,17 @@ class Row:
             return "no ACC"
         if self.published.spread is None:
             return "no published spread"
-        diff = ours * self.published.protocol.scale - self.published.value
+        scale = self.published.protocol.scale
+        diff = ours * scale - self.published.value
         inside = abs(diff) <= self.published.spread
-        return "inside" if inside else f"outside ({diff:+.2f})"
+        verdict = "inside" if inside else f"outside ({diff:+.2f})"
+        std, n = self.group.stats("acc")["std"], len(self.group.runs)
+        if self.published.spread_kind == "SEM" and std is not None:
+            # the difference in standard errors of the two means together: |z| < 2 says the gap
+            # could be the seeds' alone; a spread of a few seeds' std is itself rough
+            z = diff / math.hypot(self.published.spread, std * scale / math.sqrt(n))
+            verdict += f"; z {z:+.1f}"
+        return verdict
 
 
 def reproduction_rows(groups: Sequence[Group], published: Sequence[Published]) -> list[Row]:
