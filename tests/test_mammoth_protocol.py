@@ -16,7 +16,7 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from lightning_cl.cli import run_cli
-from lightning_cl.data.rotated_mnist import RandomRotatedMNIST, RotatedMNIST, random_angles
+from lightning_cl.data.rotated_mnist import RandomRotatedMNIST, RotatedMNIST, nearest_rotation, random_angles
 from lightning_cl.diagnostics import TaskILAccuracy
 from lightning_cl.evaluation import evaluate_tasks, task_il_accuracy
 from lightning_cl.models.mammoth_mlp import MammothMLP
@@ -125,6 +125,15 @@ def test_random_rotation_turns_images_as_mammoths_pil_rotation_does():
                            for im in images])
         assert torch.equal(x, pil.float() / 255), (task, angle)
     assert dm.task_names() == [f"{a:.1f}°" for a in random_angles(3, 7)]
+
+
+@pytest.mark.parametrize("fill", [0.0, -0.4242])
+def test_nearest_rotation_by_gather_is_torchvisions_rotate_pixel_for_pixel(fill):
+    x = torch.rand(500, 784, generator=torch.Generator().manual_seed(1))
+    for angle in [0.0, 12.3, 45.0, 90.0, 133.7, 179.9] + random_angles(10, 3):
+        expected = TF.rotate(x.view(-1, 1, 28, 28), angle, interpolation=TF.InterpolationMode.NEAREST, fill=[fill])
+        assert torch.equal(nearest_rotation(x, angle, fill), expected.reshape(len(x), -1)), angle
+    assert not torch.equal(nearest_rotation(x, 30.0, fill), x)  # it does turn the images
 
 
 @pytest.mark.parametrize("make", [lambda: RandomRotatedMNIST(num_tasks=2), lambda: RotatedMNIST(angles=[0, 30])])

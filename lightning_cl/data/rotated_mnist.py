@@ -135,10 +135,28 @@ class RandomRotatedMNIST(RotatedMNIST):
         x, y = self.mnist(split)
         if not len(x):  # an empty split (data.val_fraction 0): torchvision cannot rotate no images
             return x, y
-        images = x.view(-1, 1, 28, 28)
-        mode = InterpolationMode.NEAREST if self.interpolation == "nearest" else InterpolationMode.BILINEAR
-        rotated = rotate(images, self.angles[task], interpolation=mode, fill=[self.background])
+        if self.interpolation == "nearest":
+            return nearest_rotation(x, self.angles[task], self.background), y
+        rotated = rotate(x.view(-1, 1, 28, 28), self.angles[task], interpolation=InterpolationMode.BILINEAR,
+                         fill=[self.background])
         return rotated.reshape(len(x), -1), y
+
+
+def nearest_rotation(x: torch.Tensor, angle: float, fill: float, side: int = 28) -> torch.Tensor:
+    """``torchvision``'s nearest-neighbour ``rotate`` of the flattened ``side`` x ``side`` images
+    ``x`` by ``angle`` degrees, corners filled with ``fill``, pixel for pixel, done as one gather.
+
+    A nearest rotation copies each output pixel from one source pixel, the same one for every
+    image, so rotating an image of pixel indices once tells every output pixel where to read
+    (indices up to 783 are exact in float32). On 60,000 images this takes a fraction of a second,
+    where ``rotate``'s ``grid_sample`` took ~5 s a task on one core.
+    """
+    index = torch.arange(side * side, dtype=torch.float32).view(1, 1, side, side)
+    source = rotate(index, angle, interpolation=InterpolationMode.NEAREST, fill=[-1.0]).flatten().long()
+    outside = source < 0
+    rotated = torch.index_select(x, 1, source.clamp(min=0).to(x.device))
+    rotated[:, outside.to(x.device)] = fill
+    return rotated
 
 
 def _is_angle(a: object) -> bool:
