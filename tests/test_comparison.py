@@ -21,8 +21,8 @@ def _config(lr=1e-3, callbacks=None, seed=0, root="x"):
 
 
 def _write(root, name, matrix, method="none", scenario="class", benchmark="split_mnist", seed=0, config=None,
-           complete=True):
-    record = RunResults(complete=complete, tasks=[[0, 1], [2, 3]], accuracy_matrix=matrix,
+           complete=True, wall_time_s=None):
+    record = RunResults(complete=complete, tasks=[[0, 1], [2, 3]], accuracy_matrix=matrix, wall_time_s=wall_time_s,
                         seen_accuracy=[row[0] for row in matrix], benchmark=benchmark, scenario=scenario,
                         method=method, seed=seed, random_init_accuracy=[0.5, 0.5],
                         config=config or _config(seed=seed, root=str(root / name)))
@@ -83,8 +83,8 @@ def test_settings_ignore_paths_seeds_and_observers_but_name_method_settings():
 
 def test_report_writes_tables_summary_and_a_picture_per_benchmark_and_scenario(tmp_path, capsys):
     logs = tmp_path / "logs"
-    _write(logs, "a", [[1.0, 0.0], [0.6, 1.0]], seed=0)
-    _write(logs, "b", [[1.0, 0.0], [0.8, 1.0]], seed=1)
+    _write(logs, "a", [[1.0, 0.0], [0.6, 1.0]], seed=0, wall_time_s=10.0)
+    _write(logs, "b", [[1.0, 0.0], [0.8, 1.0]], seed=1, wall_time_s=14.0)
     _write(logs, "c", [[0.9, 0.2], [0.9, 0.9]], method="joint", seed=0)
     _write(logs, "p", [[0.9, 0.2], [0.5, 0.9]], benchmark="permuted_mnist", scenario="domain")
     (logs / "broken").mkdir()
@@ -101,15 +101,18 @@ def test_report_writes_tables_summary_and_a_picture_per_benchmark_and_scenario(t
     assert "### split_mnist, class-incremental" in report and "### permuted_mnist, domain-incremental" in report
     assert ("Mean ± std over seeds (n). ACC: mean final accuracy over the tasks; BWT: final minus just-learnt accuracy "
             "(negative: forgetting); FWT: accuracy on a task before training it minus a random network's; forgetting: "
-            "drop from the best earlier accuracy; learning acc: mean just-learnt accuracy.\n") in report
-    assert ("| method | n | ACC | BWT | FWT | forgetting | learning acc |\n"
-            "| --- | --- | --- | --- | --- | --- | --- |\n") in report
+            "drop from the best earlier accuracy; learning acc: mean just-learnt accuracy; wall time: seconds of training "
+            "per run.\n") in report
+    assert ("| method | n | ACC | BWT | FWT | forgetting | learning acc | wall time (s) |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- |\n") in report
     assert "| none | 2 | 0.8500 ± 0.0707 |" in report  # ACC (0.6+1)/2 and (0.8+1)/2
-    assert "| joint | 1 | 0.9000 |" in report
+    assert report.split("| none | 2 |")[1].split("\n")[0].endswith("| 12 ± 3 |")  # seconds per run: 10 and 14
+    assert "| joint | 1 | 0.9000 |" in report and report.split("| joint | 1 |")[1].split("\n")[0].endswith("| — |")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["format_version"] == 1
     none = next(g for g in summary["groups"] if (g["benchmark"], g["method"]) == ("split_mnist", "none"))
     assert none["n_seeds"] == 2 and none["acc"]["mean"] == pytest.approx(0.85)
+    assert none["wall_time_s"]["mean"] == pytest.approx(12.0) and none["wall_time_s"]["std"] == pytest.approx(2 ** 0.5 * 2)
     assert none["bwt"]["mean"] == pytest.approx(-0.3) and none["forgetting"]["mean"] == pytest.approx(0.3)
     assert none["fwt"]["mean"] == pytest.approx(-0.5)
     assert set(none) >= {"settings", "overrides", "runs", "scenario", "benchmark"}

@@ -60,6 +60,12 @@ class Group:
         return {"mean": statistics.fmean(values) if values else None,
                 "std": statistics.stdev(values) if len(values) > 1 else None}
 
+    def wall_time(self) -> dict[str, float | None]:
+        """Seconds each run's training took (``results.json``'s ``wall_time_s``), mean and std."""
+        values = [t for r in self.runs if (t := r.record.wall_time_s) is not None]
+        return {"mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else None}
+
     def label(self) -> str:
         """``ewc``, ``ewc (model.lr=0.01, task_loop.steps_per_task=50)``: the settings, then the overrides."""
         shown = self.settings | self.overrides
@@ -134,6 +140,7 @@ def summary(groups: Sequence[Group]) -> dict[str, Any]:
                 "n_seeds": len(g.runs), "seeds": [r.record.seed for r in g.runs],
                 **{m.key: g.stats(m.key) for m in CL_METRICS},
                 **({"task_il": {m.key: g.stats(m.key, task_il=True) for m in CL_METRICS}} if g.has_task_il else {}),
+                "wall_time_s": g.wall_time(),
                 "runs": [str(r.path) for r in g.runs],
                 "warnings": [f"{r.path}: {w}" for r in g.runs for w in r.record.warnings],
             }

@@ -54,19 +54,26 @@ def _cell(stats: dict) -> str:
     return f"{stats['mean']:.4f}" if stats["std"] is None else f"{stats['mean']:.4f} ± {stats['std']:.4f}"
 
 
+def _seconds(stats: dict) -> str:
+    if stats["mean"] is None:
+        return "—"
+    return f"{stats['mean']:.0f}" if stats["std"] is None else f"{stats['mean']:.0f} ± {stats['std']:.0f}"
+
+
 def comparison_tables(groups: Sequence[Group], pictures: dict[tuple[str, str], str]) -> list[str]:
     """One table per benchmark x scenario, methods as rows."""
     legend = "; ".join(f"{m.label}: {m.meaning}" for m in CL_METRICS)
-    lines = ["## Methods compared", "", f"Mean ± std over seeds (n). {legend}.", ""]
+    lines = ["## Methods compared", "",
+             f"Mean ± std over seeds (n). {legend}; wall time: seconds of training per run.", ""]
     if not groups:
         return lines + ["No complete runs.", ""]
     for key in dict.fromkeys((g.benchmark, g.scenario) for g in groups):
         lines += [f"### {key[0]}, {key[1]}-incremental", "",
-                  "| " + " | ".join(["method", "n", *(m.label for m in CL_METRICS)]) + " |",
-                  "|" + " --- |" * (2 + len(CL_METRICS))]
+                  "| " + " | ".join(["method", "n", *(m.label for m in CL_METRICS), "wall time (s)"]) + " |",
+                  "|" + " --- |" * (3 + len(CL_METRICS))]
         notes = []
         for g in (g for g in groups if (g.benchmark, g.scenario) == key):
-            cells = [_cell(g.stats(m.key)) for m in CL_METRICS]
+            cells = [_cell(g.stats(m.key)) for m in CL_METRICS] + [_seconds(g.wall_time())]
             warned = [(r, w) for r in g.runs for w in r.record.warnings]
             lines.append(f"| {g.label()}{f' {WARNING_MARK}' if warned else ''} | {len(g.runs)} | " + " | ".join(cells) + " |")
             notes += [f"{WARNING_MARK} {g.label()}, `{r.path / RESULTS_FILE}`: {w}." for r, w in warned]
@@ -132,9 +139,11 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, include_de
                                  "method": r.published.method, "protocol": r.published.protocol.name,
                                  "published": {"value": r.published.value, "spread": r.published.spread,
                                                "spread_kind": r.published.spread_kind, "seeds": r.published.seeds,
-                                               "scale": r.published.protocol.scale, "source": r.published.source},
-                                 "ours": None if r.group is None else {"label": r.group.label(), **r.group.stats("acc"),
-                                                                       "n_seeds": len(r.group.runs)},
+                                               "scale": r.published.protocol.scale, "source": r.published.source,
+                                               "settings": r.published.settings},
+                                 "ours": None if r.group is None else {"label": r.group.label(), **r.ours(),
+                                                                       "n_seeds": len(r.group.runs),
+                                                                       "task_il_of_class_runs": r.task_il},
                                  "verdict": r.verdict()} for r in reproduction]
     (out / SUMMARY_FILE).write_text(json.dumps(data, indent=2) + "\n")
     lines = ["# lightning-cl report", "",
