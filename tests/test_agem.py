@@ -37,6 +37,8 @@ def test_projection_removes_only_a_conflict_with_the_reference():
     ({"sampling": "ring"}, "AGEM init_args.sampling='ring'"),
     ({"per_class": 0}, "AGEM init_args.per_class=0"),
     ({"batch_size": 0}, "AGEM init_args.batch_size=0"),
+    ({"sampling": "task"}, "AGEM init_args.sampling=task needs per_task, the examples kept of each task"),
+    ({"per_task": 25}, "AGEM init_args.per_task=25 is only used by sampling=task"),
 ])
 def test_settings_are_validated_and_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -127,6 +129,12 @@ def test_agem_runs_in_every_scenario(tmp_path, scenario):
     assert results["complete"] and results["method"] == "agem" and results["scenario"] == scenario
     assert set(agem.memory.t.tolist()) == {0, 1} and len(agem.memory) == 40
     assert 0 <= trainer.logged_metrics["agem/projected_frac"] <= 1
+
+
+def test_task_sampling_keeps_per_task_examples_of_each_earlier_task(tmp_path):
+    agem = AGEM(batch_size=16, sampling="task", per_task=7)  # Mammoth's A-GEM memory
+    _, results = fit_synthetic(tmp_path, [agem], scenario="domain")
+    assert results["complete"] and torch.equal(torch.bincount(agem.memory.t), torch.tensor([7, 7]))
 
 
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):

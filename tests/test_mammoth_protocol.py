@@ -326,7 +326,6 @@ STUDY = Path(__file__).parents[1] / "configs" / "studies" / "mammoth_mnist.yaml"
 BEST_ARGS = Path(__file__).parents[1] / "configs" / "mammoth" / "best_args.yaml"
 DATASETS = {"seq": "seq-mnist", "perm": "perm-mnist", "rot": "rot-mnist"}
 TASKS = {"seq": 5, "perm": 20, "rot": 20}
-CLASSES_PER_TASK = {"seq": 2, "perm": 10, "rot": 10}
 # our method (the study's experiment name) -> Mammoth's model name in best_args
 MAMMOTH_MODEL = {"none": "sgd", "online_ewc": "ewc_on", "si": "si", "lwf": "lwf", "er": "er", "gem": "gem",
                  "agem": "agem", "icarl": "icarl", "der": "der", "derpp": "derpp"}
@@ -365,8 +364,8 @@ def _expected(method: str, bench: str, buffer: int, best: dict) -> dict:
         expected |= {cb + k: args[k] for k in ("alpha", "beta") if k in args}
     elif method == "gem":
         expected |= {cb + "memories": buffer, cb + "budget": "total", cb + "margin": args["gamma"]}
-    elif method == "agem":  # Mammoth keeps buffer_size // tasks per task; ours per class, rounded down
-        expected |= {cb + "per_class": buffer // TASKS[bench] // CLASSES_PER_TASK[bench],
+    elif method == "agem":  # Mammoth keeps buffer_size // tasks random examples of each task
+        expected |= {cb + "sampling": "task", cb + "per_task": buffer // TASKS[bench],
                      cb + "batch_size": args["minibatch_size"]}
     elif method == "icarl":
         expected |= {cb + "buffer_size": buffer}

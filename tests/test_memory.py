@@ -86,10 +86,33 @@ def test_state_dict_round_trip_continues_the_same_stream():
     assert torch.equal(memory.x, restored.x) and restored.seen == memory.seen == 100
 
 
+def test_task_sampling_keeps_per_task_examples_of_each_task_drawn_whatever_their_class():
+    # Mammoth's A-GEM: buffer_size // tasks examples of each task, a random draw, not class-balanced.
+    generator = torch.Generator().manual_seed(0)
+    counts, unbalanced = torch.zeros(2), 0
+    for _ in range(500):
+        memory = Memory(sampling="task", per_task=25)
+        memory.add(*task_examples(0, [0, 1], 100), generator)  # 200 examples, 100 per class
+        memory.add(*task_examples(1, [2, 3], 5, offset=200), generator)  # 10 < 25: all of them
+        assert len(memory) == 35 and memory.seen == 210
+        assert torch.equal(torch.bincount(memory.t), torch.tensor([25, 10]))
+        ids = memory.x[:, 0].long()
+        assert len(set(ids.tolist())) == 35 and torch.equal(memory.y[memory.t == 0], (ids[memory.t == 0] >= 100).long())
+        kept = torch.bincount(memory.y[memory.t == 0], minlength=2)
+        counts += kept
+        unbalanced += int(kept[0]) not in (12, 13)
+    # Class 0's share of task 0's 25 slots: hypergeometric mean 12.5, std ~2.4 per draw; unbalanced
+    # draws happen (a balanced memory would keep exactly 12 or 13 each time) ...
+    assert unbalanced > 100
+    shares = counts / counts.sum()
+    assert abs(shares[0] - 0.5) < 0.02, shares  # ... but on average half: 500 draws, std of the share ~0.004
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"sampling": "fifo"}, "sampling='fifo'"),
     ({"per_class": 0}, "per_class=0"),
     ({"sampling": "reservoir"}, "capacity"),
+    ({"sampling": "task"}, "per_task"),
 ])
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):

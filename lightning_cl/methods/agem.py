@@ -34,17 +34,22 @@ class AGEM(MemoryMethod):
         per_class: examples kept per class of each task (``"balanced"``), or the budget per
             class of the whole sequence (``"reservoir"``).
         batch_size: memory examples per reference gradient (the paper: 256).
-        sampling: ``"balanced"`` or ``"reservoir"`` (see :class:`~lightning_cl.methods.memory.Memory`).
+        sampling: ``"balanced"``, ``"reservoir"`` or ``"task"`` (see :class:`~lightning_cl.methods.memory.Memory`).
+        per_task: ``"task"`` sampling: examples of each task kept, drawn at random whatever their
+            class. Mammoth's A-GEM (``models/agem.py`` @ 7ab9db97, ``end_task``) keeps the first
+            batch of a shuffled loader of ``buffer_size // N_TASKS`` examples of each task.
 
     Raises:
-        ValueError: for an unknown ``sampling``, or ``per_class`` or ``batch_size`` below 1.
+        ValueError: for an unknown ``sampling``, ``per_class`` or ``batch_size`` below 1, or
+            ``per_task`` missing for ``"task"`` sampling (or given to another).
     """
 
     name = "agem"
     projects_gradients = True
 
-    def __init__(self, per_class: int = 100, batch_size: int = 256, sampling: Sampling = "balanced") -> None:
-        super().__init__(per_class, batch_size, sampling)
+    def __init__(self, per_class: int = 100, batch_size: int = 256, sampling: Sampling = "balanced",
+                 per_task: int | None = None) -> None:
+        super().__init__(per_class, batch_size, sampling, per_task)
         self._params: list[torch.nn.Parameter] = []
         self._grad: FlatGradient | None = None  # the step's gradient, projected in place
         self._projected = None  # steps of the epoch that were projected, counted on the device

@@ -32,17 +32,21 @@ class ExperienceReplay(MemoryMethod):
         per_class: examples kept per class of each task (``"balanced"``), or the budget per
             class of the whole sequence (``"reservoir"``: ``per_class`` times its number of classes).
         batch_size: replayed examples per training step.
-        sampling: ``"balanced"`` (a fixed number per class, chosen at random) or
-            ``"reservoir"`` (a uniform sample of every training example offered so far).
+        sampling: ``"balanced"`` (a fixed number per class, chosen at random),
+            ``"reservoir"`` (a uniform sample of every training example offered so far) or
+            ``"task"`` (``per_task`` examples of each task, chosen at random whatever their class).
+        per_task: ``"task"`` sampling's examples kept of each task (only with it).
 
     Raises:
-        ValueError: for an unknown ``sampling``, or ``per_class`` or ``batch_size`` below 1.
+        ValueError: for an unknown ``sampling``, ``per_class`` or ``batch_size`` below 1, or
+            ``per_task`` missing for ``"task"`` sampling (or given to another).
     """
 
     name = "er"
 
-    def __init__(self, per_class: int = 100, batch_size: int = 128, sampling: Sampling = "balanced") -> None:
-        super().__init__(per_class, batch_size, sampling)
+    def __init__(self, per_class: int = 100, batch_size: int = 128, sampling: Sampling = "balanced",
+                 per_task: int | None = None) -> None:
+        super().__init__(per_class, batch_size, sampling, per_task)
 
     @override
     def current_loss_weight(self, trainer: Trainer, pl_module: LightningModule) -> float:

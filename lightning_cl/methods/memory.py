@@ -2,8 +2,9 @@
 
 Chaudhry et al. 2019, "On Tiny Episodic Memories in Continual Learning" (arXiv:1902.10486):
 a small memory of past examples, filled either class-balanced (a fixed number per class; the
-Split-MNIST protocol of van de Ven et al. 2022 keeps 100 per class) or by reservoir sampling (a uniform sample of everything
-offered so far, in a fixed total budget).
+Split-MNIST protocol of van de Ven et al. 2022 keeps 100 per class), by reservoir sampling (a uniform sample of everything
+offered so far, in a fixed total budget), or with a fixed number of each task's examples drawn
+at random whatever their class (Mammoth's A-GEM: ``buffer_size // tasks`` of each task).
 
 :class:`Memory` is filled with a whole task at its end; :class:`StreamMemory` is the reservoir
 that fills as the training stream passes, batch by batch (Mammoth's ``Buffer``, used by its ER,
@@ -20,8 +21,8 @@ from typing import Any, Literal
 
 import torch
 
-Sampling = Literal["balanced", "reservoir"]
-SAMPLINGS = ("balanced", "reservoir")
+Sampling = Literal["balanced", "reservoir", "task"]
+SAMPLINGS = ("balanced", "reservoir", "task")
 
 
 class Memory:
@@ -30,22 +31,27 @@ class Memory:
     Args:
         per_class: ``"balanced"``: examples kept per ``(task, label)`` pair (labels repeat
             across tasks in domain-IL, so the pair is what names a class of a task).
-        sampling: ``"balanced"`` or ``"reservoir"``.
-        capacity: ``"reservoir"``: the total number of examples kept (ignored by ``"balanced"``).
+        sampling: ``"balanced"``, ``"reservoir"`` or ``"task"``.
+        capacity: ``"reservoir"``: the total number of examples kept (ignored by the others).
+        per_task: ``"task"``: examples kept of each task, drawn uniformly without replacement
+            (all of a task's if it has fewer).
 
     Raises:
-        ValueError: for an unknown ``sampling``, ``per_class`` < 1, or reservoir sampling
-            without a ``capacity`` >= 1.
+        ValueError: for an unknown ``sampling``, ``per_class`` < 1, reservoir sampling
+            without a ``capacity`` >= 1, or ``"task"`` sampling without a ``per_task`` >= 1.
     """
 
-    def __init__(self, per_class: int = 100, sampling: Sampling = "balanced", capacity: int | None = None) -> None:
+    def __init__(self, per_class: int = 100, sampling: Sampling = "balanced", capacity: int | None = None,
+                 per_task: int | None = None) -> None:
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling={sampling!r} is not supported; use one of {', '.join(SAMPLINGS)}.")
         if per_class < 1:
             raise ValueError(f"per_class={per_class} must be at least 1.")
         if sampling == "reservoir" and (capacity is None or capacity < 1):
             raise ValueError(f"reservoir sampling needs a capacity >= 1, got {capacity}.")
-        self.per_class, self.sampling, self.capacity = per_class, sampling, capacity
+        if sampling == "task" and (per_task is None or per_task < 1):
+            raise ValueError(f"task sampling needs per_task >= 1 (examples kept of each task), got {per_task}.")
+        self.per_class, self.sampling, self.capacity, self.per_task = per_class, sampling, capacity, per_task
         self.x: torch.Tensor | None = None
         self.y: torch.Tensor | None = None
         self.t: torch.Tensor | None = None
@@ -58,6 +64,10 @@ class Memory:
         """Offer a task's examples; which ones are kept is drawn from ``generator`` (a CPU one)."""
         if self.sampling == "balanced":
             self._add_balanced(x, y, t, generator)
+        elif self.sampling == "task":
+            keep = torch.randperm(len(y), generator=generator)[: self.per_task].to(y.device)
+            self._append(x[keep], y[keep], t[keep])
+            self.seen += len(y)
         else:
             self._add_reservoir(x, y, t, generator)
 
@@ -95,10 +105,10 @@ class Memory:
         return self.x[index], self.y[index], self.t[index]
 
     @classmethod
-    def for_sequence(cls, datamodule, per_class: int, sampling: Sampling) -> Memory:
+    def for_sequence(cls, datamodule, per_class: int, sampling: Sampling, per_task: int | None = None) -> Memory:
         """A memory for a task DataModule's sequence (the reservoir's budget: per_class x its classes)."""
         classes = sum(len(c) for c in datamodule.task_classes())
-        return cls(per_class, sampling, capacity=per_class * classes)
+        return cls(per_class, sampling, capacity=per_class * classes, per_task=per_task)
 
     def to(self, device: torch.device | str) -> Memory:
         if self.y is not None:

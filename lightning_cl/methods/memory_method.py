@@ -28,22 +28,31 @@ class MemoryMethod(Method):
         per_class: examples kept per class of each task (``"balanced"``), or the budget per
             class of the whole sequence (``"reservoir"``: ``per_class`` times its number of classes).
         batch_size: memory examples drawn per training step.
-        sampling: ``"balanced"`` (a fixed number per class, chosen at random) or
-            ``"reservoir"`` (a uniform sample of every training example offered so far).
+        sampling: ``"balanced"`` (a fixed number per class, chosen at random),
+            ``"reservoir"`` (a uniform sample of every training example offered so far) or
+            ``"task"`` (``per_task`` examples of each task, chosen at random whatever their class).
+        per_task: ``"task"`` sampling's examples kept of each task (only with it).
 
     Raises:
-        ValueError: for an unknown ``sampling``, or ``per_class`` or ``batch_size`` below 1.
+        ValueError: for an unknown ``sampling``, ``per_class`` or ``batch_size`` below 1, or a
+            ``per_task`` missing for ``"task"`` sampling (or given to another).
     """
 
     keeps = ("memory", "generator")
 
-    def __init__(self, per_class: int, batch_size: int, sampling: Sampling) -> None:
+    def __init__(self, per_class: int, batch_size: int, sampling: Sampling, per_task: int | None = None) -> None:
         if sampling not in SAMPLINGS:
             raise ValueError(f"{setting(self, 'sampling')}={sampling!r} is not supported; use one of {', '.join(SAMPLINGS)}.")
         for arg, value in (("per_class", per_class), ("batch_size", batch_size)):
             if value < 1:
                 raise ValueError(f"{setting(self, arg)}={value} must be at least 1.")
-        self.per_class, self.batch_size, self.sampling = per_class, batch_size, sampling
+        if sampling == "task" and (per_task is None or per_task < 1):
+            raise ValueError(f"{setting(self, 'sampling')}=task needs per_task, the examples kept of each task "
+                             f"(at least 1; Mammoth's A-GEM: buffer size // number of tasks), got {per_task}.")
+        if sampling != "task" and per_task is not None:
+            raise ValueError(f"{setting(self, 'per_task')}={per_task} is only used by sampling=task (sampling is "
+                             f"{sampling}); remove per_task, or set sampling to task.")
+        self.per_class, self.batch_size, self.sampling, self.per_task = per_class, batch_size, sampling, per_task
         self.memory: Memory | None = None
         # Draws the memory's examples and every memory batch: on the CPU, so that its state is
         # plain data in the checkpoint and a resumed run draws the same batches.
@@ -53,7 +62,7 @@ class MemoryMethod(Method):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         # Before a checkpoint is restored, which then overwrites both.
-        self.memory = Memory.for_sequence(trainer.datamodule, self.per_class, self.sampling)
+        self.memory = Memory.for_sequence(trainer.datamodule, self.per_class, self.sampling, self.per_task)
         self.generator.manual_seed(run_seed())
 
     @override
