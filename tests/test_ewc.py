@@ -41,7 +41,7 @@ def shift_parameters(model: ContinualClassifier, delta: float) -> None:
     (EWC, {"lam": -1.0}, "EWC init_args.lam=-1.0"),
     (EWC, {"lam": 1.0, "fisher_examples": 0}, "EWC init_args.fisher_examples=0"),
     (OnlineEWC, {"lam": 1.0, "gamma": 1.5}, "OnlineEWC init_args.gamma=1.5"),
-    (EWC, {"lam": 1.0, "fisher": "true"}, "EWC init_args.fisher='true' is not supported; use 'empirical' or 'expected'"),
+    (EWC, {"lam": 1.0, "fisher": "true"}, "EWC init_args.fisher='true' is not supported; use one of empirical, expected, weighted"),
 ])
 def test_settings_are_validated_and_named(cls, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -354,7 +354,7 @@ def _expected(method: str, bench: str, buffer: int, best: dict) -> dict:
     expected = {"model.lr": args["lr"]}
     cb = "trainer.callbacks."
     if method == "online_ewc":
-        expected |= {cb + "lam": 2 * args["e_lambda"], cb + "gamma": args["gamma"]}
+        expected |= {cb + "lam": 2 * args["e_lambda"], cb + "gamma": args["gamma"], cb + "fisher": "weighted"}
     elif method == "si":
         expected |= {cb + "c": args["c"], cb + "xi": args["xi"]}
     elif method == "lwf":

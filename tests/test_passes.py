@@ -145,6 +145,32 @@ def test_expected_fisher_weights_every_label_s_squared_gradient_by_its_probabili
         fisher_diagonal(net, x, y, t, labels="true")
 
 
+@pytest.mark.parametrize("linears", [False, True], ids=["vmap", "linears"])
+@pytest.mark.parametrize("masked", [False, True], ids=["class-IL", "task-IL"])
+def test_weighted_fisher_is_the_true_label_s_squared_gradient_times_its_probability(tiny_any, masked, linears):
+    # Mammoth's online EWC: fish += p(y|x) * grad(log p(y|x))**2, one example at a time, then the mean.
+    net, x, y, t = tiny_any
+    unit_mask = UNIT_MASK if masked else None
+    net.eval()
+    with torch.no_grad():
+        p_true = F.softmax(mask_logits(net(x)[0], t, unit_mask), dim=1).gather(1, y[:, None]).squeeze(1)
+    net.train()
+
+    def log_likelihood(logits, yi, ti):
+        return F.log_softmax(mask_logits(logits[None], ti[None], unit_mask)[0], dim=0)[yi]
+
+    rows = brute_force(net, x, y, t, log_likelihood)
+    layers = net.linear_layers() if linears else None
+    fisher = fisher_diagonal(net, x, y, t, unit_mask=unit_mask, chunk_size=4, labels="weighted", linears=layers)
+    assert net.training
+    for name, f in fisher.items():
+        expected = torch.stack([p_true[i] * r[name].square() for i, r in enumerate(rows)]).mean(0)
+        assert torch.allclose(f, expected, atol=1e-7), name
+    empirical = fisher_diagonal(net, x, y, t, unit_mask=unit_mask, labels="empirical", linears=layers)
+    assert (fisher["head.weight"] <= empirical["head.weight"] + 1e-9).all()  # p <= 1: never above the empirical
+    assert not torch.allclose(empirical["head.weight"], fisher["head.weight"], atol=1e-5)
+
+
 class Softmax(torch.nn.Module):
     """Softmax regression, ``logits = W x + b``: its Fisher has a closed form."""
 

@@ -128,6 +128,9 @@ def _units(t: torch.Tensor | None, unit_mask: torch.Tensor | None) -> torch.Tens
     return None if unit_mask is None else unit_mask[t]
 
 
+FISHER_LABELS = ("empirical", "expected", "weighted")
+
+
 def _mean_over_chunks(
     module: nn.Module, x: torch.Tensor, y: torch.Tensor, units: torch.Tensor | None, of: ExampleFn,
     transform: Callable[[torch.Tensor], torch.Tensor], chunk_size: int, weights: torch.Tensor | None = None,
@@ -167,7 +170,10 @@ def fisher_diagonal(
     ``sum_c p_c (d log p_c)^2`` (the Fisher information itself, the default of van de Ven et
     al.'s code: ``fisher_labels='all'``). They differ most where the model is confident: on a
     task it has learnt to a loss near 0, the empirical Fisher is near 0 too (``(1 - p)^2``
-    against ``(1 - p)``).
+    against ``(1 - p)``). ``labels="weighted"`` takes the true label's term of that sum alone,
+    ``p_y (d log p_y)^2``: the Fisher of Mammoth's online EWC (``models/ewc_on.py``,
+    ``end_task``: ``fish += exp_cond_prob * grads ** 2`` with ``exp_cond_prob`` the true
+    label's probability, one example at a time).
 
     ``unit_mask`` (task-IL, ``(tasks, outputs)`` bool) restricts each example's softmax to its
     task's units, as the training loss does. Returns ``{name: tensor shaped like the parameter}``.
@@ -182,8 +188,8 @@ def fisher_diagonal(
     Fisher of a Split-MNIST task (~10,800 examples, 10 outputs) in seconds instead of minutes.
     Otherwise (or without ``linears``) the per-example gradients are taken with ``vmap``.
     """
-    if labels not in ("empirical", "expected"):
-        raise ValueError(f"labels={labels!r}: use 'empirical' or 'expected'")
+    if labels not in FISHER_LABELS:
+        raise ValueError(f"labels={labels!r}: use one of {', '.join(FISHER_LABELS)}")
     units = _units(t, unit_mask)
     if linears is not None:
         fisher = _factored_fisher(module, linears, x, y, units, labels, chunk_size)
@@ -195,13 +201,16 @@ def fisher_diagonal(
 
     if labels == "empirical":
         return _mean_over_chunks(module, x, y, units, log_likelihood, torch.square, chunk_size)
-    # E_c[(d log p_c)^2] = sum_c p_c (d log p_c)^2: the Fisher of each class label, weighted.
     with torch.no_grad():
         was_training = module.training
         module.eval()
         logits = _logits(module(x))
         module.train(was_training)
         probs = F.softmax(logits if units is None else _masked(logits, units), dim=1)
+    if labels == "weighted":
+        weight = probs.gather(1, y[:, None]).squeeze(1)
+        return _mean_over_chunks(module, x, y, units, log_likelihood, torch.square, chunk_size, weights=weight)
+    # E_c[(d log p_c)^2] = sum_c p_c (d log p_c)^2: the Fisher of each class label, weighted.
     total: dict[str, torch.Tensor] = {}
     for c in range(probs.shape[1]):
         if not probs[:, c].any():
@@ -263,6 +272,8 @@ def _factored_fisher(
                 outs = [outputs[i] for i in range(len(linears))]
                 if labels == "empirical":
                     terms = [(log_p.gather(1, y[start:end, None]).sum(), None)]
+                elif labels == "weighted":
+                    terms = [(log_p.gather(1, y[start:end, None]).sum(), log_p.detach().gather(1, y[start:end, None]).exp())]
                 else:
                     probs = log_p.detach().exp()
                     terms = [(log_p[:, c].sum(), probs[:, c, None]) for c in range(log_p.shape[1]) if probs[:, c].any()]

@@ -31,7 +31,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.maths.passes import first_examples, fisher_diagonal, trainable_parameters
+from lightning_cl.maths.passes import FISHER_LABELS, first_examples, fisher_diagonal, trainable_parameters
 from lightning_cl.methods.quadratic_penalty import QuadraticPenalty, Tensors
 from lightning_cl.task_callback import setting
 
@@ -58,6 +58,8 @@ class EWC(QuadraticPenalty):
             weighted by the model's probability of it; the Fisher itself) or ``"empirical"`` (the
             true label's). On a task learnt to near-zero loss (Split-MNIST task-IL) the empirical
             Fisher is ~10^4 times smaller, and the protocol's ``lam`` hardly binds with it.
+            ``"weighted"``: the true label's term of the expected Fisher, ``p_y (d log p_y)^2``,
+            the Fisher of Mammoth's online EWC (Buzzega et al. 2020's protocol).
 
     Raises:
         ValueError: for a negative ``lam``, ``fisher_examples`` below 1 or an unknown ``fisher``.
@@ -67,15 +69,15 @@ class EWC(QuadraticPenalty):
     keeps = ("fishers", "anchors")
 
     def __init__(
-        self, lam: float, fisher_examples: int | None = None, fisher: Literal["empirical", "expected"] = "expected",
+        self, lam: float, fisher_examples: int | None = None, fisher: Literal["empirical", "expected", "weighted"] = "expected",
     ) -> None:
         if lam < 0:
             raise ValueError(f"{setting(self, 'lam')}={lam} must be >= 0.")
         if fisher_examples is not None and fisher_examples < 1:
             raise ValueError(f"{setting(self, 'fisher_examples')}={fisher_examples} must be at least 1 "
                              "(or null: all of a task's training examples).")
-        if fisher not in ("empirical", "expected"):
-            raise ValueError(f"{setting(self, 'fisher')}={fisher!r} is not supported; use 'empirical' or 'expected'.")
+        if fisher not in FISHER_LABELS:
+            raise ValueError(f"{setting(self, 'fisher')}={fisher!r} is not supported; use one of {', '.join(FISHER_LABELS)}.")
         super().__init__()
         self.lam, self.fisher_examples, self.fisher = lam, fisher_examples, fisher
         self.fishers: list[Tensors] = []  # F_k, one per consolidated task
@@ -117,7 +119,7 @@ class OnlineEWC(EWC):
         gamma: how much of the running Fisher is kept at each task end (1: none is forgotten;
             the reference code's default).
         fisher_examples: as for :class:`EWC` (None: all of a task's training examples).
-        fisher: ``"expected"`` (default) or ``"empirical"``, as for :class:`EWC`.
+        fisher: ``"expected"`` (default), ``"empirical"`` or ``"weighted"``, as for :class:`EWC`.
 
     Raises:
         ValueError: for a negative ``lam``, ``gamma`` outside [0, 1], ``fisher_examples`` below 1
@@ -128,7 +130,7 @@ class OnlineEWC(EWC):
 
     def __init__(
         self, lam: float, gamma: float = 1.0, fisher_examples: int | None = None,
-        fisher: Literal["empirical", "expected"] = "expected",
+        fisher: Literal["empirical", "expected", "weighted"] = "expected",
     ) -> None:
         super().__init__(lam, fisher_examples, fisher)
         if not 0.0 <= gamma <= 1.0:
