@@ -65,6 +65,17 @@ def test_loader_visits_every_example_once_per_epoch_in_a_seeded_order():
     assert all(torch.equal(bx.squeeze(1).long(), by) for bx, by in batches)  # pairs stay together
 
 
+@pytest.mark.parametrize("gather", [1, 3, 8, 12, 1000])  # below a batch, not a multiple of it, several blocks, all
+def test_loader_gathering_a_block_at_a_time_yields_the_batches_of_the_whole_pass(monkeypatch, gather):
+    x, y = torch.randn(23, 5), torch.arange(23)
+    monkeypatch.setattr(TensorBatchLoader, "GATHER_EXAMPLES", 10_000)
+    whole = list(TensorBatchLoader(x, y, batch_size=4, shuffle=True, seed=3, num_batches=9))
+    monkeypatch.setattr(TensorBatchLoader, "GATHER_EXAMPLES", gather)
+    blocks = list(TensorBatchLoader(x, y, batch_size=4, shuffle=True, seed=3, num_batches=9))
+    assert [len(b[1]) for b in blocks] == [4, 4, 4, 4, 4, 3, 4, 4, 4]  # two passes, the first one's last batch short
+    assert all(torch.equal(a, b) for wb, bb in zip(whole, blocks) for a, b in zip(wb, bb)) and len(blocks) == len(whole)
+
+
 def test_loader_shards_are_disjoint_and_equal_under_data_parallelism():
     x, y = torch.arange(11.0).unsqueeze(1), torch.arange(11)
     shards = [torch.cat([b[1] for b in TensorBatchLoader(x, y, batch_size=2, shuffle=True, seed=0, rank=r, world_size=2)]) for r in range(2)]

@@ -1,8 +1,11 @@
 """Mini-batches drawn by index from tensors that are already in memory (on the training device).
 
 MNIST fits in memory many times over; a ``DataLoader`` over a ``Dataset`` would pay Python,
-collation and PIL costs per sample. This loader gathers a whole pass once
-(``x[permutation]``) and then yields contiguous slices, which are views and cost nothing.
+collation and PIL costs per sample. This loader gathers a pass a block of batches at a time
+(``x[permutation[block]]``, ~``GATHER_EXAMPLES`` examples) and yields contiguous slices of the
+block, which are views and cost nothing. Gathering the whole pass at once made the same batches
+but held a second copy of the training set: joint training on 20 Rotated-MNIST tasks (1.2
+million examples, 3.8 GB) ran out of memory.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class TensorBatchLoader:
     """
 
     PASS_SEED_STRIDE = 7_919
+    GATHER_EXAMPLES = 16_384  # examples gathered at once (whole batches, at least one)
 
     def __init__(
         self,
@@ -67,7 +71,12 @@ class TensorBatchLoader:
             else:
                 order = torch.arange(n)
             order = order[: self.num_examples * self.world_size][self.rank :: self.world_size].to(tensors[0].device)
-            tensors = tuple(t[order] for t in tensors)
+            block = max(1, self.GATHER_EXAMPLES // self.batch_size) * self.batch_size
+            for first in range(0, len(order), block):
+                gathered = tuple(t[order[first : first + block]] for t in tensors)
+                for start in range(0, len(gathered[0]), self.batch_size):
+                    yield tuple(t[start : start + self.batch_size] for t in gathered)
+            return
         for start in range(0, len(tensors[0]), self.batch_size):
             yield tuple(t[start : start + self.batch_size] for t in tensors)
 
