@@ -218,7 +218,7 @@ IN_A_CLASS = [
      "trainer.callbacks: ExperienceReplay init_args.per_class=0 must be at least 1."),
     ([SPLIT, EWC], ["--trainer.callbacks.lam", "-1"], "trainer.callbacks: EWC init_args.lam=-1.0 must be >= 0."),
     ([SPLIT, EWC], ["--trainer.callbacks.fisher", "bogus"],
-     "trainer.callbacks: EWC init_args.fisher='bogus' is not one of 'empirical', 'expected'."),
+     "trainer.callbacks: EWC init_args.fisher='bogus' is not one of 'empirical', 'expected', 'weighted'."),
     ([SPLIT, GPM], ["--trainer.callbacks.threshold", "[0.95, 1.5, 0.99]"],
      "trainer.callbacks: GPM init_args.threshold=[0.95, 1.5, 0.99] must be one or more values in (0, 1]."),
     ([SPLIT, GPM], ["--trainer.callbacks.project", "weights"],
