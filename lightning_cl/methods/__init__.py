@@ -11,6 +11,7 @@ a protected span :class:`~lightning_cl.methods.span_projection.SpanProjection`.
 from lightning_cl.methods.agem import AGEM
 from lightning_cl.methods.der import DER, DERpp
 from lightning_cl.methods.er import ExperienceReplay
+from lightning_cl.methods.er_ace import ERACE
 from lightning_cl.methods.er_reservoir import ReservoirER
 from lightning_cl.methods.ewc import EWC, OnlineEWC
 from lightning_cl.methods.gdumb import GDumb
@@ -23,5 +24,5 @@ from lightning_cl.methods.method import Method
 from lightning_cl.methods.ogd import OrthogonalGradientDescent
 from lightning_cl.methods.si import SI
 
-__all__ = ["AGEM", "DER", "EWC", "GDumb", "GEM", "GPM", "MAS", "SI", "DERpp", "ExperienceReplay", "ICaRL", "LwF",
-           "Method", "OnlineEWC", "OrthogonalGradientDescent", "ReservoirER"]
+__all__ = ["AGEM", "DER", "ERACE", "EWC", "GDumb", "GEM", "GPM", "MAS", "SI", "DERpp", "ExperienceReplay", "ICaRL",
+           "LwF", "Method", "OnlineEWC", "OrthogonalGradientDescent", "ReservoirER"]
