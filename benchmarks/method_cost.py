@@ -13,7 +13,7 @@ every projection form (``gpm:both``, ``ogd:update``...: ``--trainer.callbacks.pr
 methods studies run GPM with ``both`` and OGD with ``update``). GEM makes one more forward and backward
 pass per earlier task (on all of its memory) and solves a quadratic programme on the CPU when
 a step conflicts: it has no target. Neither have the replay methods of the second protocol
-(iCaRL, Mammoth's ER, DER, DER++, GDumb, whose task end is its whole training on the memory).
+(iCaRL, Mammoth's ER, ER-ACE, DER, DER++, GDumb, whose task end is its whole training on the memory).
 
 ``--protocol mammoth`` times them under Mammoth's seq-mnist instead (MLP 784-100-100, SGD, batch
 10; configs/benchmarks/seq_mnist.yaml), where a step is mostly fixed costs.
@@ -44,7 +44,7 @@ METHODS = {
     "none": [],
     **{name: ["-c", f"configs/methods/{name}.yaml"]
        for name in ("ewc", "online_ewc", "si", "mas", "lwf", "er", "agem", "gem", "gpm", "ogd",
-                    "icarl", "er_reservoir", "der", "derpp", "gdumb")},
+                    "icarl", "er_reservoir", "er_ace", "der", "derpp", "gdumb")},
     **{f"{name}:{form}": ["-c", f"configs/methods/{name}.yaml", "--trainer.callbacks.project", form]
        for name in ("gpm", "ogd") for form in ("update", "both")},
 }
