@@ -16,12 +16,13 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.maths.gradients import FlatGradient, agem_project_, flatten_grads
+from lightning_cl.maths.gradients import agem_project_, flatten_grads
 from lightning_cl.methods.memory import Sampling
 from lightning_cl.methods.memory_method import MemoryMethod
+from lightning_cl.methods.projected_step import ProjectedStep
 
 
-class AGEM(MemoryMethod):
+class AGEM(MemoryMethod, ProjectedStep):
     """Project every optimiser step of task 2 onwards so that it does not increase the loss on a memory batch.
 
     The projection runs in ``on_before_optimizer_step`` (once per step, on the final
@@ -50,31 +51,20 @@ class AGEM(MemoryMethod):
     def __init__(self, per_class: int = 100, batch_size: int = 256, sampling: Sampling = "balanced",
                  per_task: int | None = None) -> None:
         super().__init__(per_class, batch_size, sampling, per_task)
-        self._params: list[torch.nn.Parameter] = []
-        self._grad: FlatGradient | None = None  # the step's gradient, projected in place
-        self._projected = None  # steps of the epoch that were projected, counted on the device
-        self._steps = 0
+        ProjectedStep.__init__(self)  # MemoryMethod's __init__ does not chain
 
     @override
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        super().on_train_start(trainer, pl_module)
-        self._params = [p for p in pl_module.parameters() if p.requires_grad]
-        self._grad = FlatGradient(self._params)
+    def constrains(self) -> bool:
+        return len(self.memory) > 0
 
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._projected = torch.zeros((), device=pl_module.device)
+        self._projected = torch.zeros((), device=pl_module.device)  # counted on the device: no sync per step
         self._steps = 0
 
     @override
-    def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
-        if not len(self.memory):
-            return
-        self._grad.attach()  # backward then accumulates into one flat vector, projected in place
-
-    @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer) -> None:
-        if not len(self.memory):
+        if not self.constrains():
             return
         x, y, t = self.memory.sample(self.batch_size, self.generator)
         with torch.enable_grad():
@@ -85,8 +75,3 @@ class AGEM(MemoryMethod):
         self._grad.scatter(g)
         self._projected += dot < 0  # read at the epoch end: .item() here would sync every step
         self._steps += 1
-
-    @override
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._steps:
-            pl_module.log("agem/projected_frac", self._projected / self._steps, on_epoch=True, sync_dist=True)

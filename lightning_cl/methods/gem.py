@@ -58,9 +58,9 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
-from lightning_cl.maths.gradients import FlatGradient, flatten_grads
+from lightning_cl.maths.gradients import flatten_grads
 from lightning_cl.methods.memory import run_seed, task_stream
-from lightning_cl.methods.method import Method
+from lightning_cl.methods.projected_step import ProjectedStep
 from lightning_cl.task_callback import setting
 
 Budget = Literal["per_task", "total"]
@@ -103,7 +103,7 @@ def gem_project_(g: torch.Tensor, memory_grads: torch.Tensor, margin: float = 0.
     return dots, v
 
 
-class GEM(Method):
+class GEM(ProjectedStep):
     """Project every optimiser step of task 2 onwards so that no earlier task's memory loss increases.
 
     At the end of each task (but the last) a uniform random sample of its training examples is
@@ -139,15 +139,13 @@ class GEM(Method):
         for arg, value in (("margin", margin), ("eps", eps)):
             if not value >= 0:
                 raise ValueError(f"{setting(self, arg)}={value} must be at least 0.")
+        super().__init__()
         self.memories, self.budget, self.margin, self.eps = memories, budget, margin, eps
         # One (x, y, t) per finished task, in task order, on the module's device.
         self.memory: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         # Draws each task's memory: on the CPU, so that its state is plain data in the checkpoint.
         self.generator = torch.Generator()
-        self._params: list[torch.nn.Parameter] = []
-        self._grad: FlatGradient | None = None
         self._projected = 0
-        self._steps = 0
 
     def per_task(self, num_tasks: int) -> int:
         """Examples kept of each task in a sequence of ``num_tasks``."""
@@ -177,19 +175,12 @@ class GEM(Method):
         self.memory.append((x[keep].to(device), y[keep].to(device), t[keep].to(device)))
 
     @override
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        super().on_train_start(trainer, pl_module)
-        self._params = [p for p in pl_module.parameters() if p.requires_grad]
-        self._grad = FlatGradient(self._params)
+    def constrains(self) -> bool:
+        return bool(self.memory)
 
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._projected = self._steps = 0
-
-    @override
-    def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
-        if self.memory:
-            self._grad.attach()  # backward then accumulates into one flat vector, projected in place
 
     def memory_gradients(self, pl_module: LightningModule) -> torch.Tensor:
         """``(earlier tasks, parameters)``: the gradient of the cross-entropy on each earlier task's memory."""
@@ -203,7 +194,7 @@ class GEM(Method):
 
     @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer) -> None:
-        if not self.memory:
+        if not self.constrains():
             return
         g = self._grad.gather()
         _, v = gem_project_(g, self.memory_gradients(pl_module), self.margin, self.eps)
@@ -211,8 +202,3 @@ class GEM(Method):
             self._grad.scatter(g)
             self._projected += 1
         self._steps += 1
-
-    @override
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._steps:
-            pl_module.log("gem/projected_frac", self._projected / self._steps, on_epoch=True, sync_dist=True)
