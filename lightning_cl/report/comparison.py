@@ -56,15 +56,11 @@ class Group:
         return bool(self.runs) and all(r.record.task_il_accuracy_matrix is not None for r in self.runs)
 
     def stats(self, metric: str, task_il: bool = False) -> dict[str, float | None]:
-        values = self.values(metric, task_il)
-        return {"mean": statistics.fmean(values) if values else None,
-                "std": statistics.stdev(values) if len(values) > 1 else None}
+        return _mean_std(self.values(metric, task_il))
 
     def wall_time(self) -> dict[str, float | None]:
         """Seconds each run's training took (``results.json``'s ``wall_time_s``), mean and std."""
-        values = [t for r in self.runs if (t := r.record.wall_time_s) is not None]
-        return {"mean": statistics.fmean(values) if values else None,
-                "std": statistics.stdev(values) if len(values) > 1 else None}
+        return _mean_std([t for r in self.runs if (t := r.record.wall_time_s) is not None])
 
     def label(self) -> str:
         """``ewc``, ``ewc (model.lr=0.01, task_loop.steps_per_task=50)``: the settings, then the overrides."""
@@ -72,6 +68,12 @@ class Group:
         if not shown:
             return self.method
         return f"{self.method} ({', '.join(f'{k}={_short(v)}' for k, v in shown.items())})"
+
+
+def _mean_std(values: Sequence[float]) -> dict[str, float | None]:
+    """``{"mean", "std"}`` of ``values``: None where there are too few (no value; one value's std)."""
+    return {"mean": statistics.fmean(values) if values else None,
+            "std": statistics.stdev(values) if len(values) > 1 else None}
 
 
 def _short(value: Any) -> str:

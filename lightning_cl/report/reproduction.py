@@ -134,12 +134,12 @@ class Row:
     def verdict(self) -> str:
         if self.group is None:
             return "not run"
-        ours = self.ours()["mean"]
+        stats = self.ours()
+        ours, std, n = stats["mean"], stats["std"], len(self.group.runs)
         if ours is None:
             return "no ACC"
         scale = self.published.protocol.scale
         diff = ours * scale - self.published.value
-        std, n = self.ours()["std"], len(self.group.runs)
         if self.published.spread is None:
             verdict = f"no published spread ({diff:+.2f})"
             if std:  # the gap in our mean's standard error alone: the published mean's own is unknown

@@ -48,16 +48,11 @@ SUMMARY_FILE = "summary.json"
 WARNING_MARK = "⚠"  # a group with a run whose numbers are suspect (results.json's warnings), footnoted
 
 
-def _cell(stats: dict) -> str:
+def _cell(stats: dict, digits: int = 4) -> str:
     if stats["mean"] is None:
         return "—"
-    return f"{stats['mean']:.4f}" if stats["std"] is None else f"{stats['mean']:.4f} ± {stats['std']:.4f}"
-
-
-def _seconds(stats: dict) -> str:
-    if stats["mean"] is None:
-        return "—"
-    return f"{stats['mean']:.0f}" if stats["std"] is None else f"{stats['mean']:.0f} ± {stats['std']:.0f}"
+    mean = f"{stats['mean']:.{digits}f}"
+    return mean if stats["std"] is None else f"{mean} ± {stats['std']:.{digits}f}"
 
 
 def comparison_tables(groups: Sequence[Group], pictures: dict[tuple[str, str], str]) -> list[str]:
@@ -73,7 +68,7 @@ def comparison_tables(groups: Sequence[Group], pictures: dict[tuple[str, str], s
                   "|" + " --- |" * (3 + len(CL_METRICS))]
         notes = []
         for g in (g for g in groups if (g.benchmark, g.scenario) == key):
-            cells = [_cell(g.stats(m.key)) for m in CL_METRICS] + [_seconds(g.wall_time())]
+            cells = [_cell(g.stats(m.key)) for m in CL_METRICS] + [_cell(g.wall_time(), digits=0)]
             warned = [(r, w) for r in g.runs for w in r.record.warnings]
             lines.append(f"| {g.label()}{f' {WARNING_MARK}' if warned else ''} | {len(g.runs)} | " + " | ".join(cells) + " |")
             notes += [f"{WARNING_MARK} {g.label()}, `{r.path / RESULTS_FILE}`: {w}." for r, w in warned]
